@@ -1,0 +1,690 @@
+/*
+ * Configuration defaults, the ini loader and cross-key validation.
+ *
+ * inih splits the file into sections and key = value pairs; everything else happens here. The
+ * text is fed to inih line by line through our own reader, for three reasons: Debian builds
+ * inih without INI_HANDLER_LINENO, so counting lines ourselves is the only way to name the line
+ * of an error; inih never reports a "[section]" line that has no keys under it, so the reader
+ * checks section names itself; and the reader strips leading blanks, which turns off inih's
+ * multi-line continuation values, so an indented key is a key and not part of the previous
+ * value.
+ *
+ * A file is loaded into a copy of the configuration that replaces the caller's only when the
+ * whole file is valid, so a failed load leaves the previous values intact.
+ */
+#include "ringcast/config.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ini.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+
+/* A configuration file is a few kilobytes; anything far larger is the wrong file. */
+#define CONFIG_FILE_MAX (1024 * 1024)
+
+static const char *const sections[] = {"server", "http", "sse", "channels", "feed", "log"};
+
+static const char *const level_names[] = {
+    [RC_LOG_ERROR] = "error",
+    [RC_LOG_WARN] = "warn",
+    [RC_LOG_INFO] = "info",
+    [RC_LOG_DEBUG] = "debug",
+};
+
+void rc_config_defaults(struct rc_config *c)
+{
+    /* Zeroing first keeps the unused tails of the string fields deterministic. */
+    memset(c, 0, sizeof(*c));
+    strcpy(c->listen_host, "127.0.0.1");
+    c->listen_port = 8080;
+    c->workers = 0;
+    c->max_connections_per_worker = 100000;
+    c->shutdown_grace_ms = 5000;
+    c->recv_buffers = 1024;
+    c->recv_buffer_size = 4096;
+
+    c->max_request_line = 4096;
+    c->max_header_bytes = 8192;
+    c->max_headers = 64;
+    c->header_timeout_ms = 10000;
+    c->cors_origin[0] = '\0';
+
+    c->heartbeat_interval_ms = 15000;
+    c->retry_ms = 0;
+
+    c->history_size = 1024;
+    c->max_lag = 1024;
+
+    strcpy(c->socket, "ringcast.sock");
+    c->socket_mode = 0660;
+    c->max_payload = 1024 * 1024;
+    c->max_feed_connections = 64;
+    c->max_pending = 4096;
+
+    c->log_level = RC_LOG_INFO;
+}
+
+/*
+ * Parses a decimal integer of digits only (no sign, no blanks) and checks it against max while
+ * accumulating, so that any number of digits is handled without overflow. Returns the number
+ * of bytes used, or 0 when s does not start with a digit or the value exceeds max.
+ */
+static size_t parse_digits(const char *s, uint64_t max, uint64_t *out)
+{
+    uint64_t v = 0;
+    size_t i = 0;
+
+    for (; s[i] >= '0' && s[i] <= '9'; i++) {
+        uint64_t digit = (uint64_t)(s[i] - '0');
+
+        if (v > max / 10 || digit > max - v * 10)
+            return 0;
+        v = v * 10 + digit;
+    }
+    *out = v;
+    return i;
+}
+
+/* Parses a whole value as a decimal integer in [min, max]. */
+static int parse_integer(const char *s, uint64_t min, uint64_t max, uint64_t *out)
+{
+    size_t n = parse_digits(s, max, out);
+    return n > 0 && s[n] == '\0' && *out >= min ? 0 : -EINVAL;
+}
+
+/*
+ * Parses a byte size: a decimal integer with an optional suffix k, m or g (either case) for
+ * powers of 1024, in [min, max] after scaling.
+ */
+static int parse_size(const char *s, uint64_t min, uint64_t max, uint64_t *out)
+{
+    uint64_t v, mult = 1;
+    size_t n = parse_digits(s, UINT64_MAX, &v);
+
+    if (n == 0)
+        return -EINVAL;
+    switch (s[n]) {
+    case '\0':
+        break;
+    case 'k':
+    case 'K':
+        mult = 1024;
+        break;
+    case 'm':
+    case 'M':
+        mult = 1024 * 1024;
+        break;
+    case 'g':
+    case 'G':
+        mult = 1024 * 1024 * 1024;
+        break;
+    default:
+        return -EINVAL;
+    }
+    if (mult != 1 && s[n + 1] != '\0')
+        return -EINVAL;
+    if (v > max / mult)
+        return -EINVAL;
+    *out = v * mult;
+    return *out >= min ? 0 : -EINVAL;
+}
+
+/*
+ * Parses a duration given as decimal seconds ("15", "0.25") into milliseconds in [min, max].
+ * Digits after the third decimal must be zeros: a value finer than the millisecond the engine
+ * works in would otherwise be rounded silently.
+ */
+static int parse_seconds(const char *s, uint64_t min_ms, uint64_t max_ms, uint64_t *out)
+{
+    uint64_t secs, ms = 0;
+    size_t n = parse_digits(s, max_ms / 1000, &secs);
+
+    if (n == 0)
+        return -EINVAL;
+    s += n;
+    if (*s == '.') {
+        uint64_t scale = 100;
+
+        s++;
+        if (*s < '0' || *s > '9')
+            return -EINVAL;
+        for (; *s >= '0' && *s <= '9'; s++) {
+            if (scale == 0 && *s != '0')
+                return -EINVAL;
+            ms += (uint64_t)(*s - '0') * scale;
+            scale /= 10;
+        }
+    }
+    if (*s != '\0')
+        return -EINVAL;
+    *out = secs * 1000 + ms;
+    return *out >= min_ms && *out <= max_ms ? 0 : -EINVAL;
+}
+
+/*
+ * Parses "host:port" where host is an IPv4 literal, a bracketed IPv6 literal or "*" for all
+ * IPv4 addresses. Names are refused because resolving them would make start-up depend on DNS.
+ */
+static int parse_listen(struct rc_config *c, const char *v)
+{
+    const char *colon = strrchr(v, ':');
+    const char *host = v;
+    size_t host_len;
+    int family = AF_INET;
+    unsigned char addr[sizeof(struct in6_addr)];
+    uint64_t port;
+
+    if (!colon || parse_integer(colon + 1, 1, 65535, &port) < 0)
+        return -EINVAL;
+    host_len = (size_t)(colon - v);
+    if (host_len == 1 && v[0] == '*') {
+        host = "0.0.0.0";
+        host_len = strlen(host);
+    } else if (host_len >= 2 && v[0] == '[' && v[host_len - 1] == ']') {
+        host++;
+        host_len -= 2;
+        family = AF_INET6;
+    }
+    if (host_len >= sizeof(c->listen_host))
+        return -EINVAL;
+    memcpy(c->listen_host, host, host_len);
+    memset(c->listen_host + host_len, 0, sizeof(c->listen_host) - host_len);
+    if (inet_pton(family, c->listen_host, addr) != 1)
+        return -EINVAL;
+    c->listen_port = (uint16_t)port;
+    return 0;
+}
+
+/* Parses "auto" (stored as 0, one worker per online CPU) or a worker count. */
+static int parse_workers(struct rc_config *c, const char *v)
+{
+    uint64_t n;
+
+    if (strcmp(v, "auto") == 0) {
+        c->workers = 0;
+        return 0;
+    }
+    if (parse_integer(v, 1, 1024, &n) < 0)
+        return -EINVAL;
+    c->workers = (uint32_t)n;
+    return 0;
+}
+
+/* Parses the number of provided receive buffers, which io_uring needs to be a power of two. */
+static int parse_recv_buffers(struct rc_config *c, const char *v)
+{
+    uint64_t n;
+
+    if (parse_integer(v, 1, 32768, &n) < 0 || (n & (n - 1)) != 0)
+        return -EINVAL;
+    c->recv_buffers = (uint32_t)n;
+    return 0;
+}
+
+/*
+ * Copies the CORS origin. Control characters are refused because the value is sent verbatim
+ * as a response header, where CR or LF would let the file inject headers.
+ */
+static int parse_cors_origin(struct rc_config *c, const char *v)
+{
+    size_t len = strlen(v);
+
+    if (len >= sizeof(c->cors_origin))
+        return -EINVAL;
+    for (size_t i = 0; i < len; i++)
+        if ((unsigned char)v[i] < 0x20 || v[i] == 0x7f)
+            return -EINVAL;
+    memcpy(c->cors_origin, v, len);
+    memset(c->cors_origin + len, 0, sizeof(c->cors_origin) - len);
+    return 0;
+}
+
+/* Copies the feed socket path, which must fit sun_path with its terminating NUL. */
+static int parse_socket(struct rc_config *c, const char *v)
+{
+    size_t len = strlen(v);
+
+    if (len == 0 || len >= sizeof(c->socket))
+        return -EINVAL;
+    memcpy(c->socket, v, len);
+    memset(c->socket + len, 0, sizeof(c->socket) - len);
+    return 0;
+}
+
+/* Parses the feed socket's permission bits as octal digits, like chmod. */
+static int parse_mode(struct rc_config *c, const char *v)
+{
+    unsigned mode = 0;
+    const char *s = v;
+
+    for (; *s >= '0' && *s <= '7'; s++) {
+        mode = mode * 8 + (unsigned)(*s - '0');
+        if (mode > 0777)
+            return -EINVAL;
+    }
+    if (s == v || *s != '\0')
+        return -EINVAL;
+    c->socket_mode = (mode_t)mode;
+    return 0;
+}
+
+/* Parses a log level name. */
+static int parse_level(struct rc_config *c, const char *v)
+{
+    for (size_t i = 0; i < ARRAY_SIZE(level_names); i++) {
+        if (strcmp(v, level_names[i]) == 0) {
+            c->log_level = (enum rc_log_level)i;
+            return 0;
+        }
+    }
+    return -EINVAL;
+}
+
+enum key_kind {
+    KEY_INTEGER, /* a uint32_t field in [min, max] */
+    KEY_SIZE,    /* a uint32_t field in bytes, suffixes k, m, g allowed */
+    KEY_SECONDS, /* a uint32_t field in ms, written as decimal seconds; min and max in ms */
+    KEY_CUSTOM,  /* parsed by `parse`, explained by `expect` */
+};
+
+struct key {
+    const char *section;
+    const char *name;
+    enum key_kind kind;
+    size_t offset; /* of the uint32_t field, for all kinds but KEY_CUSTOM */
+    uint64_t min, max;
+    int (*parse)(struct rc_config *c, const char *value); /* for KEY_CUSTOM */
+    const char *expect; /* for KEY_CUSTOM: what a valid value looks like */
+};
+
+#define NUMBER(sec, key, kind_, field, lo, hi)                                                     \
+    {                                                                                              \
+        .section = sec, .name = key, .kind = kind_, .offset = offsetof(struct rc_config, field),   \
+        .min = lo, .max = hi                                                                       \
+    }
+#define CUSTOM(sec, key, fn, what)                                                                 \
+    {                                                                                              \
+        .section = sec, .name = key, .kind = KEY_CUSTOM, .parse = fn, .expect = what               \
+    }
+
+/* Every key of the file; conf/ringcast.ini documents each of them. */
+static const struct key keys[] = {
+    CUSTOM("server", "listen", parse_listen,
+           "host:port with an IPv4 address, [IPv6 address] or * and a port 1-65535"),
+    CUSTOM("server", "workers", parse_workers, "'auto' or an integer 1-1024"),
+    NUMBER("server", "max_connections_per_worker", KEY_INTEGER, max_connections_per_worker, 1,
+           10000000),
+    NUMBER("server", "shutdown_grace", KEY_SECONDS, shutdown_grace_ms, 0, 3600000),
+    CUSTOM("server", "recv_buffers", parse_recv_buffers, "a power of two 1-32768"),
+    NUMBER("server", "recv_buffer_size", KEY_SIZE, recv_buffer_size, 256, 65536),
+
+    NUMBER("http", "max_request_line", KEY_SIZE, max_request_line, 16, 65536),
+    NUMBER("http", "max_header_bytes", KEY_SIZE, max_header_bytes, 256, 1048576),
+    NUMBER("http", "max_headers", KEY_INTEGER, max_headers, 1, 1024),
+    NUMBER("http", "header_timeout", KEY_SECONDS, header_timeout_ms, 100, 3600000),
+    CUSTOM("http", "cors_origin", parse_cors_origin,
+           "at most 255 bytes without control characters"),
+
+    NUMBER("sse", "heartbeat_interval", KEY_SECONDS, heartbeat_interval_ms, 0, 3600000),
+    NUMBER("sse", "retry", KEY_SECONDS, retry_ms, 0, 3600000),
+
+    NUMBER("channels", "history_size", KEY_INTEGER, history_size, 1, 1048576),
+    NUMBER("channels", "max_lag", KEY_INTEGER, max_lag, 1, 1048576),
+
+    CUSTOM("feed", "socket", parse_socket, "a path of 1-107 bytes"),
+    CUSTOM("feed", "mode", parse_mode, "octal permission bits 0-0777"),
+    NUMBER("feed", "max_payload", KEY_SIZE, max_payload, 1, 512 * 1024 * 1024),
+    NUMBER("feed", "max_connections", KEY_INTEGER, max_feed_connections, 1, 65536),
+    NUMBER("feed", "max_pending", KEY_INTEGER, max_pending, 1, 1048576),
+
+    CUSTOM("log", "level", parse_level, "error, warn, info or debug"),
+};
+
+/* Formats a byte count with the largest suffix that divides it, as a user would write it. */
+static void format_size(char *out, size_t outlen, uint64_t v)
+{
+    static const char suffix[] = "kmg";
+    int i = -1;
+
+    while (v >= 1024 && v % 1024 == 0 && i < 2) {
+        v /= 1024;
+        i++;
+    }
+    if (i < 0)
+        snprintf(out, outlen, "%llu", (unsigned long long)v);
+    else
+        snprintf(out, outlen, "%llu%c", (unsigned long long)v, suffix[i]);
+}
+
+/* Formats milliseconds as decimal seconds without trailing zeros ("0.1", "3600"). */
+static void format_seconds(char *out, size_t outlen, uint64_t ms)
+{
+    int decimals = 3;
+    uint64_t frac = ms % 1000;
+
+    if (frac == 0) {
+        snprintf(out, outlen, "%llu", (unsigned long long)(ms / 1000));
+        return;
+    }
+    while (frac % 10 == 0) {
+        frac /= 10;
+        decimals--;
+    }
+    snprintf(out, outlen, "%llu.%0*llu", (unsigned long long)(ms / 1000), decimals,
+             (unsigned long long)frac);
+}
+
+/* Describes the values a key accepts, for "expected ..." messages. */
+static void describe(const struct key *k, char *out, size_t outlen)
+{
+    char lo[24], hi[24];
+
+    switch (k->kind) {
+    case KEY_INTEGER:
+        snprintf(out, outlen, "an integer %llu-%llu", (unsigned long long)k->min,
+                 (unsigned long long)k->max);
+        break;
+    case KEY_SIZE:
+        format_size(lo, sizeof(lo), k->min);
+        format_size(hi, sizeof(hi), k->max);
+        snprintf(out, outlen, "a size in bytes %s-%s (suffix k, m or g allowed)", lo, hi);
+        break;
+    case KEY_SECONDS:
+        format_seconds(lo, sizeof(lo), k->min);
+        format_seconds(hi, sizeof(hi), k->max);
+        snprintf(out, outlen, "seconds %s-%s (up to three decimals)", lo, hi);
+        break;
+    case KEY_CUSTOM:
+        snprintf(out, outlen, "%s", k->expect);
+        break;
+    }
+}
+
+/* Parses value into the field of c that k describes. Returns 0 or -EINVAL. */
+static int parse_value(const struct key *k, struct rc_config *c, const char *value)
+{
+    uint64_t v = 0;
+    int r;
+
+    if (k->kind == KEY_CUSTOM)
+        return k->parse(c, value);
+    if (k->kind == KEY_INTEGER)
+        r = parse_integer(value, k->min, k->max, &v);
+    else if (k->kind == KEY_SIZE)
+        r = parse_size(value, k->min, k->max, &v);
+    else
+        r = parse_seconds(value, k->min, k->max, &v);
+    if (r == 0)
+        *(uint32_t *)((char *)c + k->offset) = (uint32_t)v;
+    return r;
+}
+
+/* The state of one load, shared by the reader and the handler. */
+struct load {
+    struct rc_config cfg; /* the working copy */
+    const char *name;     /* stands for the file in messages */
+    const char *pos, *end;
+    unsigned line;                   /* the line inih is processing, counted from 1 */
+    unsigned seen[ARRAY_SIZE(keys)]; /* the line each key was set on, 0 if not yet */
+    unsigned error_line;             /* the line of the first error, 0 while there is none */
+    char *err;
+    size_t errlen;
+};
+
+/* Records the first error as "name:line: message"; later errors are consequences of it. */
+__attribute__((format(printf, 2, 3))) static void fail(struct load *ld, const char *fmt, ...)
+{
+    va_list ap;
+    int n;
+
+    if (ld->error_line)
+        return;
+    ld->error_line = ld->line;
+    n = snprintf(ld->err, ld->errlen, "%s:%u: ", ld->name, ld->line);
+    if (n >= 0 && (size_t)n < ld->errlen) {
+        va_start(ap, fmt);
+        vsnprintf(ld->err + n, ld->errlen - (size_t)n, fmt, ap);
+        va_end(ap);
+    }
+}
+
+/* Whether c is blank space that may surround a line. */
+static bool is_space(char c)
+{
+    return c == ' ' || c == '\t' || c == '\r' || c == '\v' || c == '\f';
+}
+
+/*
+ * Checks a "[section]" line: the name must be known, and only blanks or a comment may follow
+ * the ']' (inih would silently ignore anything there). Returns 0, or -EINVAL after recording
+ * the error.
+ */
+static int check_section(struct load *ld, const char *line)
+{
+    const char *close = strchr(line, ']');
+    const char *rest;
+    size_t name_len;
+
+    if (!close) {
+        fail(ld, "section header without ']'");
+        return -EINVAL;
+    }
+    name_len = (size_t)(close - line - 1);
+    for (rest = close + 1; is_space(*rest); rest++)
+        ;
+    if (*rest != '\0' && *rest != ';' && *rest != '#') {
+        fail(ld, "unexpected text after [%.*s]", (int)name_len, line + 1);
+        return -EINVAL;
+    }
+    for (size_t i = 0; i < ARRAY_SIZE(sections); i++)
+        if (strlen(sections[i]) == name_len && memcmp(sections[i], line + 1, name_len) == 0)
+            return 0;
+    fail(ld, "unknown section [%.*s]", (int)name_len, line + 1);
+    return -EINVAL;
+}
+
+/*
+ * The ini_reader: copies the next line of the text into str (size num) without its line end
+ * and leading blanks. Returns NULL at the end of the text and after the first error, which
+ * stops inih.
+ */
+static char *read_line(char *str, int num, void *stream)
+{
+    struct load *ld = stream;
+    const char *start = ld->pos, *nl;
+    size_t len;
+
+    if (ld->error_line || ld->pos == ld->end)
+        return NULL;
+    nl = memchr(start, '\n', (size_t)(ld->end - start));
+    len = (size_t)((nl ? nl : ld->end) - start);
+    ld->pos = nl ? nl + 1 : ld->end;
+    ld->line++;
+
+    /* inih skips a UTF-8 byte order mark itself, but the section check below runs first. */
+    if (ld->line == 1 && len >= 3 && memcmp(start, "\xEF\xBB\xBF", 3) == 0) {
+        start += 3;
+        len -= 3;
+    }
+    if (memchr(start, '\0', len)) {
+        fail(ld, "line contains a NUL byte");
+        return NULL;
+    }
+    while (len > 0 && is_space(*start)) {
+        start++;
+        len--;
+    }
+    if (len >= (size_t)num) {
+        fail(ld, "line is longer than %d bytes", num - 1);
+        return NULL;
+    }
+    memcpy(str, start, len);
+    str[len] = '\0';
+    if (str[0] == '[' && check_section(ld, str) < 0)
+        return NULL;
+    return str;
+}
+
+/* The ini_handler: finds the key, refuses duplicates and parses the value. */
+static int on_key(void *user, const char *section, const char *name, const char *value)
+{
+    struct load *ld = user;
+    const char *home = NULL;
+    char expect[160];
+
+    if (section[0] == '\0') {
+        fail(ld, "key '%s' is outside any section", name);
+        return 0;
+    }
+    for (size_t i = 0; i < ARRAY_SIZE(keys); i++) {
+        const struct key *k = &keys[i];
+
+        if (strcmp(k->name, name) != 0)
+            continue;
+        if (strcmp(k->section, section) != 0) {
+            home = k->section;
+            continue;
+        }
+        if (ld->seen[i]) {
+            fail(ld, "duplicate key '%s' in [%s] (first set on line %u)", name, section,
+                 ld->seen[i]);
+            return 0;
+        }
+        ld->seen[i] = ld->line;
+        if (parse_value(k, &ld->cfg, value) < 0) {
+            describe(k, expect, sizeof(expect));
+            fail(ld, "%s: expected %s, got '%s'", name, expect, value);
+            return 0;
+        }
+        return 1;
+    }
+    if (home)
+        fail(ld, "unknown key '%s' in [%s] (it belongs in [%s])", name, section, home);
+    else
+        fail(ld, "unknown key '%s' in [%s]", name, section);
+    return 0;
+}
+
+int rc_config_load_string(struct rc_config *c, const char *name, const char *text, size_t len,
+                          char *err, size_t errlen)
+{
+    struct load ld = {
+        .cfg = *c,
+        .name = name,
+        .pos = text,
+        .end = text + len,
+        .err = err,
+        .errlen = errlen,
+    };
+    int r = ini_parse_stream(read_line, &ld, on_key, &ld);
+
+    /*
+     * inih reports lines it cannot split (no '=' or ':') only through its return value, and it
+     * keeps reading after them, so our own first error may come from a later line.
+     */
+    if (r > 0 && (!ld.error_line || (unsigned)r < ld.error_line)) {
+        ld.error_line = 0;
+        ld.line = (unsigned)r;
+        fail(&ld, "expected 'key = value', '[section]' or a comment");
+    } else if (r < 0) {
+        /* Only inih's heap line buffer can fail, and only if someone switched it on. */
+        snprintf(err, errlen, "%s: inih failed to allocate a line buffer", name);
+        return -ENOMEM;
+    }
+    if (ld.error_line)
+        return -EINVAL;
+    *c = ld.cfg;
+    return 0;
+}
+
+/*
+ * Reads the whole file at path into a heap buffer. Reading until end of file rather than
+ * trusting the size from fstat() also works for pipes such as <(generate-config).
+ * Returns 0 with *text and *len (the caller frees *text), or a negative errno.
+ */
+static int read_file(const char *path, char **text, size_t *len)
+{
+    size_t cap = 0, used = 0;
+    char *buf = NULL;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int r = 0;
+
+    if (fd < 0)
+        return -errno;
+    for (;;) {
+        ssize_t n;
+
+        if (used == cap) {
+            size_t grown_cap = cap ? cap * 2 : 4096;
+            char *grown = realloc(buf, grown_cap);
+
+            if (!grown) {
+                r = -ENOMEM;
+                break;
+            }
+            buf = grown;
+            cap = grown_cap;
+        }
+        n = read(fd, buf + used, cap - used);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            r = -errno;
+            break;
+        }
+        if (n == 0)
+            break;
+        used += (size_t)n;
+        if (used > CONFIG_FILE_MAX) {
+            r = -EFBIG;
+            break;
+        }
+    }
+    close(fd);
+    if (r < 0) {
+        free(buf);
+        return r;
+    }
+    *text = buf;
+    *len = used;
+    return 0;
+}
+
+int rc_config_load_file(struct rc_config *c, const char *path, char *err, size_t errlen)
+{
+    char *text = NULL;
+    size_t len = 0;
+    int r = read_file(path, &text, &len);
+
+    if (r < 0) {
+        snprintf(err, errlen, "%s: %s", path, strerror(-r));
+        return r;
+    }
+    r = rc_config_load_string(c, path, text, len, err, errlen);
+    free(text);
+    return r;
+}
+
+int rc_config_validate(const struct rc_config *c, char *err, size_t errlen)
+{
+    if (c->max_lag > c->history_size) {
+        snprintf(err, errlen, "max_lag (%u) must not exceed history_size (%u)", c->max_lag,
+                 c->history_size);
+        return -EINVAL;
+    }
+    if (c->max_request_line > c->max_header_bytes) {
+        snprintf(err, errlen, "max_request_line (%u) must not exceed max_header_bytes (%u)",
+                 c->max_request_line, c->max_header_bytes);
+        return -EINVAL;
+    }
+    return 0;
+}

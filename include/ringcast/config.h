@@ -1,0 +1,72 @@
+/*
+ * Configuration: defaults, the ini loader and validation.
+ *
+ * Every key has a default, so ringcast runs without a file. A file is read with inih; unknown
+ * sections and keys and bad values are errors reported as "file:line: what is wrong", because a
+ * typo that is silently ignored is a surprise in production.
+ */
+#ifndef RINGCAST_CONFIG_H
+#define RINGCAST_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "ringcast/log.h"
+
+struct rc_config {
+    /* [server] */
+    char listen_host[64];                /* IPv4 or IPv6 literal, without brackets */
+    uint16_t listen_port;                /* "listen = 127.0.0.1:8080" or "[::1]:8080" */
+    uint32_t workers;                    /* 0 means one per online CPU ("auto") */
+    uint32_t max_connections_per_worker; /* capped again by RLIMIT_NOFILE per ring */
+    uint32_t shutdown_grace_ms;          /* "shutdown_grace" in seconds, fractions allowed */
+    uint32_t recv_buffers;               /* provided receive buffers per worker (power of 2) */
+    uint32_t recv_buffer_size;           /* bytes per provided receive buffer */
+
+    /* [http] */
+    uint32_t max_request_line; /* bytes */
+    uint32_t max_header_bytes; /* bytes of the whole request head */
+    uint32_t max_headers;      /* header fields */
+    uint32_t header_timeout_ms;
+    char cors_origin[256]; /* empty: no Access-Control-Allow-Origin header */
+
+    /* [sse] */
+    uint32_t heartbeat_interval_ms; /* 0 disables heartbeats */
+    uint32_t retry_ms;              /* 0: no retry: hint */
+
+    /* [channels] */
+    uint32_t history_size; /* events kept per channel and worker */
+    uint32_t max_lag;      /* events a subscriber may be behind before it is disconnected */
+
+    /* [feed] */
+    char socket[108]; /* UNIX socket path (sun_path holds 108 bytes) */
+    mode_t socket_mode;
+    uint32_t max_payload; /* bytes of one bulk argument, so of one event payload */
+    uint32_t max_feed_connections;
+    uint32_t max_pending; /* published events awaiting workers before the feed stops reading */
+
+    /* [log] */
+    enum rc_log_level log_level;
+};
+
+/* Fills c with the built-in defaults (the values documented in conf/ringcast.ini). */
+void rc_config_defaults(struct rc_config *c);
+
+/*
+ * Reads the ini file at path over the values already in c. Returns 0, or a negative errno with
+ * err set to "path:line: message" (or "path: message" when the file cannot be read).
+ */
+int rc_config_load_file(struct rc_config *c, const char *path, char *err, size_t errlen);
+
+/*
+ * Like rc_config_load_file() but parses text[0..len); `name` stands for the file in messages.
+ * Pure apart from writing c and err, so the loader can be unit tested.
+ */
+int rc_config_load_string(struct rc_config *c, const char *name, const char *text, size_t len,
+                          char *err, size_t errlen);
+
+/* Checks values that depend on each other (history_size >= max_lag, ...); same error form. */
+int rc_config_validate(const struct rc_config *c, char *err, size_t errlen);
+
+#endif
