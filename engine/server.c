@@ -1,0 +1,274 @@
+/*
+ * Process set-up, start, signals and orderly stop. See include/ringcast/server.h.
+ */
+#include "ringcast/server.h"
+
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "ringcast/assert.h"
+#include "ringcast/log.h"
+
+int rc_server_worker_ring(const struct rc_server *s, unsigned i)
+{
+    rc_assert(i < s->nworkers);
+    return rc_ring_fd(&s->workers[i].ring);
+}
+
+int rc_server_feed_ring(const struct rc_server *s)
+{
+    return rc_ring_fd(&s->feed.ring);
+}
+
+int rc_server_thread_ready(struct rc_server *s)
+{
+    pthread_barrier_wait(&s->ready);
+    pthread_barrier_wait(&s->go);
+    return s->start_ok;
+}
+
+/* Opens one SO_REUSEPORT listening socket; each worker gets its own, the kernel spreads load. */
+static int open_listener(const struct rc_config *cfg)
+{
+    struct addrinfo hints = {.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV | AI_PASSIVE,
+                             .ai_socktype = SOCK_STREAM};
+    struct addrinfo *ai;
+    char port[8];
+    int one = 1, fd, ret;
+
+    snprintf(port, sizeof(port), "%u", cfg->listen_port);
+    ret = getaddrinfo(cfg->listen_host, port, &hints, &ai);
+    if (ret != 0)
+        return -EINVAL;
+    fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        ret = -errno;
+        freeaddrinfo(ai);
+        return ret;
+    }
+    /* Accepted sockets inherit TCP_NODELAY: events are small and must not wait for Nagle. */
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0 ||
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) < 0 ||
+        bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, 4096) < 0) {
+        ret = -errno;
+        close(fd);
+        freeaddrinfo(ai);
+        return ret;
+    }
+    freeaddrinfo(ai);
+    return fd;
+}
+
+/* Raises the soft open-file limit to the hard one; a ring's file table may hold that many. */
+static unsigned file_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+        return 1024;
+    if (rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+        getrlimit(RLIMIT_NOFILE, &rl);
+    }
+    return rl.rlim_cur > 1u << 30 ? 1u << 30 : (unsigned)rl.rlim_cur;
+}
+
+size_t rc_server_info(const struct rc_server *s, char *buf, size_t cap)
+{
+    struct rc_worker_stats sum = {0};
+    size_t n = 0;
+
+#define OUT(...)                                                                                   \
+    do {                                                                                           \
+        if (n < cap)                                                                               \
+            n += (size_t)snprintf(buf + n, cap - n, __VA_ARGS__);                                  \
+    } while (0)
+
+    for (unsigned i = 0; i < s->nworkers; i++) {
+        const struct rc_worker_stats *ws = &s->workers[i].stats;
+        sum.connections += rc_stat_get(ws->connections);
+        sum.subscribers += rc_stat_get(ws->subscribers);
+        sum.channels += rc_stat_get(ws->channels);
+        sum.accepted += rc_stat_get(ws->accepted);
+        sum.rejected_capacity += rc_stat_get(ws->rejected_capacity);
+        sum.http_errors += rc_stat_get(ws->http_errors);
+        sum.header_timeouts += rc_stat_get(ws->header_timeouts);
+        sum.deliveries += rc_stat_get(ws->deliveries);
+        sum.slow_disconnects += rc_stat_get(ws->slow_disconnects);
+        sum.heartbeats += rc_stat_get(ws->heartbeats);
+        sum.alloc_failures += rc_stat_get(ws->alloc_failures);
+    }
+    const struct rc_feed_stats *fs = &s->feed.stats;
+    OUT("# Server\r\nversion:%s\r\nuptime_seconds:%ld\r\nworkers:%u\r\n"
+        "capacity_per_worker:%u\r\n",
+        RC_VERSION, (long)(time(NULL) - s->started), s->nworkers, s->workers[0].capacity);
+    OUT("# Clients\r\nconnections:%lu\r\n", (unsigned long)sum.connections);
+    for (unsigned i = 0; i < s->nworkers; i++)
+        OUT("worker_%u_connections:%lu\r\n", i,
+            (unsigned long)rc_stat_get(s->workers[i].stats.connections));
+    OUT("subscribers:%lu\r\nchannels:%lu\r\n", (unsigned long)sum.subscribers,
+        (unsigned long)sum.channels);
+    OUT("# Stats\r\naccepted:%lu\r\nrejected_capacity:%lu\r\nhttp_errors:%lu\r\n"
+        "header_timeouts:%lu\r\ndeliveries:%lu\r\nslow_disconnects:%lu\r\nheartbeats:%lu\r\n"
+        "alloc_failures:%lu\r\n",
+        (unsigned long)sum.accepted, (unsigned long)sum.rejected_capacity,
+        (unsigned long)sum.http_errors, (unsigned long)sum.header_timeouts,
+        (unsigned long)sum.deliveries, (unsigned long)sum.slow_disconnects,
+        (unsigned long)sum.heartbeats, (unsigned long)sum.alloc_failures);
+    OUT("# Feed\r\npublished:%lu\r\nfeed_connections:%lu\r\nfeed_commands:%lu\r\n"
+        "feed_pending:%lu\r\nfeed_protocol_errors:%lu\r\nfeed_command_errors:%lu\r\n"
+        "feed_rejected:%lu\r\nfeed_msg_failures:%lu\r\n",
+        (unsigned long)rc_stat_get(fs->published), (unsigned long)rc_stat_get(fs->connections),
+        (unsigned long)rc_stat_get(fs->commands), (unsigned long)rc_stat_get(fs->pending),
+        (unsigned long)rc_stat_get(fs->protocol_errors),
+        (unsigned long)rc_stat_get(fs->command_errors), (unsigned long)rc_stat_get(fs->rejected),
+        (unsigned long)rc_stat_get(fs->msg_failures));
+#undef OUT
+    return n < cap ? n : cap - 1;
+}
+
+/* Tells every thread to stop, through a ring of the main thread's own. */
+static void post_stop(struct rc_server *s)
+{
+    struct rc_ring ctl;
+    if (rc_ring_init(&ctl, 64, 128, 0) < 0) {
+        rc_error("cannot create a control ring; exiting without an orderly stop");
+        exit(1);
+    }
+    rc_ring_msg(&ctl, rc_server_feed_ring(s), rc_ud(NULL, RC_OP_STOP, 0), 0,
+                rc_ud(NULL, RC_OP_IGNORE, 0));
+    for (unsigned i = 0; i < s->nworkers; i++)
+        rc_ring_msg(&ctl, rc_server_worker_ring(s, i), rc_ud(NULL, RC_OP_STOP, 0), 0,
+                    rc_ud(NULL, RC_OP_IGNORE, 0));
+    rc_ring_run(&ctl, 0, NULL, NULL);
+    rc_ring_exit(&ctl);
+}
+
+static int start_threads(struct rc_server *s)
+{
+    int ret = 0;
+    pthread_barrier_init(&s->ready, NULL, s->nworkers + 2);
+    pthread_barrier_init(&s->go, NULL, s->nworkers + 2);
+    for (unsigned i = 0; i < s->nworkers; i++)
+        if (rc_worker_start(&s->workers[i]) < 0)
+            return -EAGAIN;
+    if (rc_feed_start(&s->feed) < 0)
+        return -EAGAIN;
+    pthread_barrier_wait(&s->ready);
+    for (unsigned i = 0; i < s->nworkers; i++)
+        if (s->workers[i].init_error < 0)
+            ret = s->workers[i].init_error;
+    if (s->feed.init_error < 0)
+        ret = s->feed.init_error;
+    s->start_ok = ret == 0;
+    pthread_barrier_wait(&s->go);
+    return ret;
+}
+
+static void wait_for_stop_signal(void)
+{
+    sigset_t set;
+    int sig;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGHUP);
+    for (;;) {
+        if (sigwait(&set, &sig) != 0)
+            continue;
+        if (sig == SIGHUP) {
+            rc_warn("SIGHUP: configuration reload is not supported yet; keeping the running one");
+            continue;
+        }
+        rc_info("%s: stopping", sig == SIGINT ? "SIGINT" : "SIGTERM");
+        return;
+    }
+}
+
+int rc_server_run(const struct rc_config *cfg)
+{
+    struct rc_server *s = calloc(1, sizeof(*s));
+    sigset_t set;
+    int ret;
+
+    if (!s)
+        return 1;
+    s->cfg = *cfg;
+    s->started = time(NULL);
+    rc_log_set_level(cfg->log_level);
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    s->nworkers = cfg->workers ? cfg->workers : (unsigned)(ncpu > 0 ? ncpu : 1);
+    s->nofile = file_limit();
+    s->workers = calloc(s->nworkers, sizeof(*s->workers));
+    if (!s->workers)
+        return 1;
+
+    /* Signals are taken by sigwait() in this thread only; SIGPIPE never stops the process. */
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    uint32_t capacity = cfg->max_connections_per_worker;
+    if (capacity > s->nofile)
+        capacity = s->nofile;
+    for (unsigned i = 0; i < s->nworkers; i++) {
+        struct rc_worker *w = &s->workers[i];
+        w->id = i;
+        w->server = s;
+        w->cfg = &s->cfg;
+        w->capacity = capacity;
+        w->listen_fd = open_listener(&s->cfg);
+        if (w->listen_fd < 0) {
+            rc_error("cannot listen on %s:%u: %s", cfg->listen_host, cfg->listen_port,
+                     strerror(-w->listen_fd));
+            return 1;
+        }
+    }
+    s->feed.server = s;
+    ret = rc_feed_listen(&s->feed, &s->cfg);
+    if (ret < 0) {
+        rc_error("cannot listen on feed socket %s: %s", cfg->socket,
+                 ret == -EADDRINUSE ? "another ringcast is serving it" : strerror(-ret));
+        return 1;
+    }
+    ret = start_threads(s);
+    if (ret < 0) {
+        rc_error("start-up failed: %s", strerror(-ret));
+        unlink(cfg->socket);
+        return 1;
+    }
+    const struct rc_ring_features *ft = &s->workers[0].ring.features;
+    rc_info("ringcast %s listening on %s:%u with %u workers, %u connections per worker "
+            "(max_connections_per_worker %u, RLIMIT_NOFILE %u), feed at %s",
+            RC_VERSION, cfg->listen_host, cfg->listen_port, s->nworkers, capacity,
+            cfg->max_connections_per_worker, s->nofile, cfg->socket);
+    rc_info("io_uring features: defer_taskrun=%s msg_ring=%s send_zc=%s bundles=%s",
+            ft->defer_taskrun ? "yes" : "no", ft->msg_ring ? "yes" : "no",
+            ft->send_zc ? "yes" : "no", ft->bundles ? "yes" : "no");
+
+    wait_for_stop_signal();
+    post_stop(s);
+    pthread_join(s->feed.thread, NULL);
+    for (unsigned i = 0; i < s->nworkers; i++)
+        pthread_join(s->workers[i].thread, NULL);
+    rc_ring_exit(&s->feed.ring);
+    for (unsigned i = 0; i < s->nworkers; i++)
+        rc_ring_exit(&s->workers[i].ring);
+    rc_info("stopped");
+    free(s->workers);
+    free(s);
+    return 0;
+}

@@ -1,0 +1,45 @@
+/*
+ * The feed: the UNIX socket where backends publish, speaking RESP2.
+ *
+ * The feed runs on its own thread with its own ring. For each PUBLISH it builds one rc_event
+ * and posts the same pointer to every worker with a ring message. It answers the publisher
+ * once every worker has handed the event to its subscribers (each worker adds its count, the
+ * last one posts RC_OP_ACK back), so the integer reply is the true number of subscribers, and
+ * replies stay in command order. While max_pending events await their workers the feed stops
+ * reading from publishers, which bounds memory under any publish rate.
+ */
+#ifndef RINGCAST_FEED_H
+#define RINGCAST_FEED_H
+
+#include <pthread.h>
+#include <stdint.h>
+
+#include "ringcast/channel.h"
+#include "ringcast/config.h"
+#include "ringcast/ring.h"
+#include "ringcast/stats.h"
+
+struct rc_server;
+
+struct rc_feed {
+    pthread_t thread;
+    struct rc_server *server;    /* not owned */
+    const struct rc_config *cfg; /* not owned */
+    int listen_fd;               /* owned; bound by rc_feed_listen() */
+    int init_error;
+    struct rc_ring ring;   /* owned by the thread; exited by the server after join */
+    uint64_t next_seq;     /* sequence number of the next event */
+    char instance[24];     /* engine ids are "<instance>-<seq>" */
+    struct rc_link conns;  /* every publisher connection */
+    struct rc_link paused; /* connections waiting for pending events to drain */
+    int stopping;
+    struct rc_feed_stats stats;
+} __attribute__((aligned(64))); /* user_data tags need 16; 64 keeps it off workers' lines */
+
+/* Creates, binds (replacing a stale socket file) and listens on the configured socket path. */
+int rc_feed_listen(struct rc_feed *f, const struct rc_config *cfg);
+
+/* Starts the feed's thread. The thread joins the server's start barrier. */
+int rc_feed_start(struct rc_feed *f);
+
+#endif

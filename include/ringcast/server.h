@@ -1,0 +1,43 @@
+/*
+ * The server: builds the workers and the feed, starts them, waits for a signal, stops them.
+ */
+#ifndef RINGCAST_SERVER_H
+#define RINGCAST_SERVER_H
+
+#include <pthread.h>
+#include <stddef.h>
+#include <time.h>
+
+#include "ringcast/config.h"
+#include "ringcast/feed.h"
+#include "ringcast/worker.h"
+
+struct rc_server {
+    struct rc_config cfg;
+    unsigned nworkers;
+    unsigned nofile;           /* RLIMIT_NOFILE: the most direct descriptors one ring may hold */
+    struct rc_worker *workers; /* owned array of nworkers */
+    struct rc_feed feed;
+    time_t started;
+    pthread_barrier_t ready; /* every thread has set up its ring */
+    pthread_barrier_t go;    /* the main thread has checked that all of them succeeded */
+    int start_ok;            /* written before `go`, read after it */
+};
+
+/*
+ * Runs the engine with this configuration until SIGINT or SIGTERM. Returns the process exit
+ * status: 0 after an orderly stop, 1 when start-up failed (the reason is logged).
+ */
+int rc_server_run(const struct rc_config *cfg);
+
+/* The ring fd of worker i and of the feed, valid once the ready barrier has passed. */
+int rc_server_worker_ring(const struct rc_server *s, unsigned i);
+int rc_server_feed_ring(const struct rc_server *s);
+
+/* Formats the INFO text ("key:value\r\n" lines). Returns the length written (< cap). */
+size_t rc_server_info(const struct rc_server *s, char *buf, size_t cap);
+
+/* Joins the start barriers; returns whether the thread should run. */
+int rc_server_thread_ready(struct rc_server *s);
+
+#endif

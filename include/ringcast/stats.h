@@ -1,0 +1,42 @@
+/*
+ * Counters and gauges.
+ *
+ * Each counter has exactly one writer (the worker or feed thread that owns it) and is read by
+ * the feed for INFO. The writer updates it with a relaxed load and store, which compiles to a
+ * plain increment without a locked instruction; the reader's relaxed load sees a recent value.
+ */
+#ifndef RINGCAST_STATS_H
+#define RINGCAST_STATS_H
+
+#include <stdint.h>
+
+#define rc_stat_add(field, n)                                                                      \
+    __atomic_store_n(&(field), __atomic_load_n(&(field), __ATOMIC_RELAXED) + (n), __ATOMIC_RELAXED)
+#define rc_stat_get(field) __atomic_load_n(&(field), __ATOMIC_RELAXED)
+
+struct rc_worker_stats {
+    uint64_t connections;       /* gauge: client connections open */
+    uint64_t subscribers;       /* gauge: SSE streams */
+    uint64_t channels;          /* gauge: channels with subscribers on this worker */
+    uint64_t accepted;          /* connections accepted */
+    uint64_t rejected_capacity; /* connections refused because the worker was full */
+    uint64_t http_errors;       /* requests answered with a 4xx or 5xx status */
+    uint64_t header_timeouts;   /* requests whose head did not arrive within header_timeout */
+    uint64_t deliveries;        /* events handed to a subscriber */
+    uint64_t slow_disconnects;  /* subscribers closed for falling more than max_lag behind */
+    uint64_t heartbeats;        /* heartbeat comments sent */
+    uint64_t alloc_failures;    /* connections closed because memory was short */
+};
+
+struct rc_feed_stats {
+    uint64_t connections;     /* gauge: publisher connections open */
+    uint64_t commands;        /* commands executed */
+    uint64_t published;       /* events accepted */
+    uint64_t pending;         /* gauge: events not yet handed out by every worker */
+    uint64_t protocol_errors; /* connections closed for RESP protocol errors */
+    uint64_t command_errors;  /* commands answered with an error */
+    uint64_t rejected;        /* connections refused over max_connections */
+    uint64_t msg_failures;    /* hand-offs to a worker that the kernel refused */
+};
+
+#endif

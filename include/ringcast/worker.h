@@ -1,0 +1,65 @@
+/*
+ * A worker: one thread, one io_uring, one listening socket, its own connections and channels.
+ *
+ * Workers share nothing mutable. Events reach a worker as ring messages (RC_OP_EVENT) from the
+ * feed; the worker appends each to its channel's history and starts a send on every subscriber
+ * that is not already sending. A connection sends one thing at a time, so its bytes stay in
+ * order; when a send completes the next one covers the next event after its cursor.
+ */
+#ifndef RINGCAST_WORKER_H
+#define RINGCAST_WORKER_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "ringcast/channel.h"
+#include "ringcast/config.h"
+#include "ringcast/ring.h"
+#include "ringcast/slab.h"
+#include "ringcast/stats.h"
+
+struct rc_server;
+
+/* Canned responses, built once per worker from the configuration. */
+enum rc_response {
+    RC_RESP_SSE_HEAD = 0, /* the 200 head of an event stream, and the retry: hint */
+    RC_RESP_HEARTBEAT,
+    RC_RESP_HEALTH,
+    RC_RESP_400,
+    RC_RESP_404,
+    RC_RESP_405,
+    RC_RESP_414,
+    RC_RESP_431,
+    RC_RESP_503,
+    RC_RESP_505,
+    RC_RESP_COUNT
+};
+
+struct rc_worker {
+    unsigned id;
+    pthread_t thread;
+    struct rc_server *server;    /* not owned */
+    const struct rc_config *cfg; /* not owned; the server's */
+    int listen_fd;               /* owned; the SO_REUSEPORT socket of this worker */
+    uint32_t capacity;           /* connections this worker holds at once */
+    int init_error;              /* set by the thread before the start barrier */
+    struct rc_ring ring;         /* owned by the thread; exited by the server after join */
+    struct rc_slab conns;
+    struct rc_channel_table channels;
+    struct rc_link pending;         /* connections still reading their request, oldest first */
+    char *responses[RC_RESP_COUNT]; /* owned */
+    uint32_t response_len[RC_RESP_COUNT];
+    uint64_t start_ms; /* CLOCK_MONOTONIC at start; connection deadlines count from it */
+    uint64_t now_ms;   /* refreshed once per loop iteration */
+    uint64_t next_heartbeat_ms;
+    uint64_t stop_deadline_ms; /* when streams still open after a stop are cut */
+    bool stopping;
+    bool accept_retry; /* the multishot accept ended on an error; re-arm at the next tick */
+    struct rc_worker_stats stats;
+} __attribute__((aligned(64))); /* user_data tags need 16; 64 keeps workers off shared lines */
+
+/* Starts the worker's thread. The thread joins the server's start barrier. */
+int rc_worker_start(struct rc_worker *w);
+
+#endif
