@@ -6,7 +6,7 @@
  * limit is checked as soon as the bytes that break it are present, so a peer can never make the
  * feed buffer more than one command of at most the configured size.
  *
- * Inline commands are split on spaces and tabs only. Unlike redis-server, double quotes and
+ * Inline commands are split on spaces and tabs only, and may not begin with a RESP type byte. Unlike redis-server, double quotes and
  * backslash escapes have no meaning: inline commands exist for typing at a terminal, and
  * publishers that need arbitrary bytes use multibulk, which every client library does.
  */
@@ -171,5 +171,13 @@ int rc_resp_parse(const char *buf, size_t len, const struct rc_resp_limits *lim,
         return -2;
     if (buf[0] == '*')
         return parse_multibulk(buf, len, lim, argv, argc, err);
+    /*
+     * A line that starts with another RESP type byte is a client speaking RESP wrongly (a bulk
+     * string without its array, say), not a command typed at a terminal: say so plainly.
+     */
+    if (buf[0] == '$' || buf[0] == '+' || buf[0] == '-' || buf[0] == ':') {
+        *err = "expected '*' to start a command";
+        return -1;
+    }
     return parse_inline(buf, len, lim, argv, argc, err);
 }

@@ -23,7 +23,8 @@ struct rc_resp_limits {
 /*
  * Parses one command from buf[0..len): either a multibulk array of bulk strings
  * ("*2\r\n$4\r\nPING\r\n$2\r\nhi\r\n") or an inline command ("PING hi\r\n", split on spaces
- * and tabs, as redis-server accepts from telnet).
+ * and tabs, as redis-server accepts from telnet). A command that starts with '$', '+', '-' or
+ * ':' is a protocol error: it is RESP gone wrong, not an inline command.
  *
  * Returns the bytes consumed with *argc set (an empty inline line or "*0\r\n" is a command of
  * zero arguments, which callers skip), -2 when more bytes are needed, or -1 on a protocol error

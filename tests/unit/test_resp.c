@@ -273,6 +273,10 @@ static const struct bad_case bad[] = {
     {"*1\r\n$0\r\nx", "bulk string not terminated by CRLF"},
     {"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx", "too big inline request"},
     {"1 2 3 4 5 6 7 8 9\r\n", "too many arguments"},
+    {"$5\r\nhello\r\n", "expected '*' to start a command"},
+    {"+OK\r\n", "expected '*' to start a command"},
+    {"-ERR x\r\n", "expected '*' to start a command"},
+    {":1\r\n", "expected '*' to start a command"},
 };
 
 TEST(protocol_errors)
