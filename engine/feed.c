@@ -439,13 +439,17 @@ static void conn_finish(struct rc_feed *f, struct feed_conn *fc)
 
 static void on_accept(struct rc_feed *f, const struct rc_cqe *cqe)
 {
-    if (!(cqe->flags & IORING_CQE_F_MORE) && !f->stopping)
-        rc_ring_accept(&f->ring, f->listen_fd, rc_ud(f, RC_OP_ACCEPT, 0));
-    if (cqe->res < 0) {
-        if (cqe->res != -ECANCELED)
-            rc_warn("feed accept failed: %s", strerror(-cqe->res));
+    bool ended = !(cqe->flags & IORING_CQE_F_MORE);
+    if (cqe->res < 0 && cqe->res != -ECANCELED) {
+        /* Out of descriptors, say: retry once a second rather than spin on the error. */
+        rc_warn("feed accept failed: %s", strerror(-cqe->res));
+        f->accept_retry = ended;
         return;
     }
+    if (ended && !f->stopping)
+        rc_ring_accept(&f->ring, f->listen_fd, rc_ud(f, RC_OP_ACCEPT, 0));
+    if (cqe->res < 0)
+        return;
     struct feed_conn *fc = calloc(1, sizeof(*fc));
     if (!fc) {
         rc_ring_close(&f->ring, cqe->res);
@@ -513,7 +517,7 @@ static void on_msg_failed(struct rc_feed *f, struct rc_event *ev, int res)
 
 static void begin_stop(struct rc_feed *f)
 {
-    f->stopping = 1;
+    f->stopping = true;
     rc_ring_cancel(&f->ring, rc_ud(f, RC_OP_ACCEPT, 0));
 }
 
@@ -583,8 +587,12 @@ static void *feed_main(void *arg)
         return NULL;
     rc_ring_accept(&f->ring, f->listen_fd, rc_ud(f, RC_OP_ACCEPT, 0));
     while (!f->stopping) {
-        int ret = rc_ring_run(&f->ring, -1, on_cqe, f);
+        int ret = rc_ring_run(&f->ring, 1000, on_cqe, f);
         rc_assert(ret >= 0);
+        if (f->accept_retry && !f->stopping) {
+            f->accept_retry = false;
+            rc_ring_accept(&f->ring, f->listen_fd, rc_ud(f, RC_OP_ACCEPT, 0));
+        }
     }
     feed_cleanup(f);
     return NULL;

@@ -189,11 +189,10 @@ static void conn_close(struct rc_worker *w, struct rc_conn *c)
 {
     if (c->state == CONN_CLOSING)
         return;
-    if (c->state == CONN_STREAMING)
+    if (c->state == CONN_STREAMING) {
         unsubscribe(w, c);
-    else if (c->state == CONN_REQUEST)
+    } else {
         rc_link_remove(&c->link);
-    if (c->state == CONN_REQUEST || c->state == CONN_RESPONDING) {
         free(c->u.req);
         c->u.req = NULL;
     }
@@ -205,11 +204,12 @@ static void conn_close(struct rc_worker *w, struct rc_conn *c)
     conn_maybe_free(w, c);
 }
 
-/* Answers with a canned response and closes once it is sent. */
+/*
+ * Answers with a canned response and closes once it is sent. The connection stays on the
+ * pending list, so a client that never reads its answer is still closed at its deadline.
+ */
 static void respond(struct rc_worker *w, struct rc_conn *c, enum rc_response resp)
 {
-    if (c->state == CONN_REQUEST)
-        rc_link_remove(&c->link);
     free(c->u.req);
     c->u.req = NULL;
     c->state = CONN_RESPONDING;
@@ -400,13 +400,12 @@ static void on_accept(struct rc_worker *w, const struct rc_cqe *cqe)
     rc_stat_add(w->stats.accepted, 1);
     /* Read even when refusing, so that the request is consumed and the close is not a reset. */
     arm_recv(w, c);
+    c->deadline = (uint32_t)(w->now_ms - w->start_ms + w->cfg->header_timeout_ms);
+    rc_link_insert_tail(&w->pending, &c->link);
     if (rc_stat_get(w->stats.connections) > w->capacity) {
         rc_stat_add(w->stats.rejected_capacity, 1);
         respond(w, c, RC_RESP_503);
-        return;
     }
-    c->deadline = (uint32_t)(w->now_ms - w->start_ms + w->cfg->header_timeout_ms);
-    rc_link_insert_tail(&w->pending, &c->link);
 }
 
 static void on_recv(struct rc_worker *w, struct rc_conn *c, const struct rc_cqe *cqe)
@@ -501,11 +500,11 @@ static void on_event(struct rc_worker *w, struct rc_event *ev)
             l = l->next;
             /* The last subscriber's close destroys the channel; stop before touching it. */
             bool last = l == &ch->subs;
-            handed++;
             if (lagging(w, c)) {
                 rc_stat_add(w->stats.slow_disconnects, 1);
                 conn_close(w, c);
             } else {
+                handed++;
                 send_next(w, c);
             }
             if (last)
@@ -537,7 +536,10 @@ static void heartbeat_channel(void *arg, struct rc_channel *ch)
     }
 }
 
-/* Closes requests whose head did not arrive in time; the pending list is in deadline order. */
+/*
+ * Closes requests whose head did not arrive in time, and answers nobody read in time. The
+ * pending list is in accept order, which is deadline order.
+ */
 static void expire_requests(struct rc_worker *w)
 {
     uint32_t now = (uint32_t)(w->now_ms - w->start_ms);
@@ -545,7 +547,8 @@ static void expire_requests(struct rc_worker *w)
         struct rc_conn *c = rc_container_of(w->pending.next, struct rc_conn, link);
         if ((int32_t)(c->deadline - now) > 0)
             break;
-        rc_stat_add(w->stats.header_timeouts, 1);
+        if (c->state == CONN_REQUEST)
+            rc_stat_add(w->stats.header_timeouts, 1);
         conn_close(w, c);
     }
 }

@@ -12,6 +12,7 @@
 #define RINGCAST_FEED_H
 
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "ringcast/channel.h"
@@ -32,7 +33,8 @@ struct rc_feed {
     char instance[24];     /* engine ids are "<instance>-<seq>" */
     struct rc_link conns;  /* every publisher connection */
     struct rc_link paused; /* connections waiting for pending events to drain */
-    int stopping;
+    bool stopping;
+    bool accept_retry; /* the multishot accept ended on an error; re-arm within a second */
     struct rc_feed_stats stats;
 } __attribute__((aligned(64))); /* user_data tags need 16; 64 keeps it off workers' lines */
 
