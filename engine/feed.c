@@ -323,7 +323,8 @@ static void xpublish(struct rc_feed *f, struct feed_conn *fc, const struct rc_re
 
 static void info(struct rc_feed *f, struct feed_conn *fc)
 {
-    char text[8192];
+    /* Static: the feed is one thread, and a thousand workers' lines do not fit a stack frame. */
+    static char text[64 * 1024];
     size_t n = rc_server_info(f->server, text, sizeof(text));
     reply_bulk(fc, text, n);
 }
