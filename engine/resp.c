@@ -6,9 +6,10 @@
  * limit is checked as soon as the bytes that break it are present, so a peer can never make the
  * feed buffer more than one command of at most the configured size.
  *
- * Inline commands are split on spaces and tabs only, and may not begin with a RESP type byte. Unlike redis-server, double quotes and
- * backslash escapes have no meaning: inline commands exist for typing at a terminal, and
- * publishers that need arbitrary bytes use multibulk, which every client library does.
+ * Inline commands are split on spaces and tabs only, and may not begin with a RESP type byte.
+ * Unlike redis-server, double quotes and backslash escapes have no meaning: inline commands exist
+ * for typing at a terminal, and publishers that need arbitrary bytes use multibulk, which every
+ * client library does.
  */
 #include "ringcast/resp.h"
 
