@@ -190,6 +190,15 @@ void rc_ring_send(struct rc_ring *r, int fd, bool fixed, const void *buf, unsign
     io_uring_sqe_set_data64(sqe, ud);
 }
 
+void rc_ring_sendmsg(struct rc_ring *r, int fd, bool fixed, const struct msghdr *msg, uint64_t ud)
+{
+    struct io_uring_sqe *sqe = get_sqe(r);
+    io_uring_prep_sendmsg(sqe, fd, msg, MSG_NOSIGNAL);
+    if (fixed)
+        sqe->flags |= IOSQE_FIXED_FILE;
+    io_uring_sqe_set_data64(sqe, ud);
+}
+
 void rc_ring_shutdown_direct(struct rc_ring *r, unsigned fd, int how, uint64_t ud)
 {
     struct io_uring_sqe *sqe = get_sqe(r);

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "ringcast/assert.h"
@@ -34,7 +35,23 @@ enum {
 };
 
 /* What the send in flight carries. */
-enum { SEND_NONE = 0, SEND_EVENT, SEND_STATIC };
+enum { SEND_NONE = 0, SEND_EVENT, SEND_BATCH, SEND_STATIC };
+
+#define BATCH_EVENTS 16
+#define BATCH_BYTES  (64 * 1024)
+
+/*
+ * The events of one sendmsg for a stream that is behind. It exists only while that send is in
+ * flight, comes from the worker's batch slab, and holds pointers and one use per event, never
+ * copies of their bytes.
+ */
+struct rc_batch {
+    struct msghdr msg;
+    struct iovec iov[BATCH_EVENTS];
+    struct rc_event *ev[BATCH_EVENTS]; /* ev[first..n) still hold one use each */
+    unsigned n;
+    unsigned first; /* the first event not yet completely sent */
+};
 
 /* Request bytes that arrived in several reads; freed as soon as the head is parsed. */
 struct rc_reqbuf {
@@ -49,16 +66,17 @@ struct rc_reqbuf {
  */
 struct rc_conn {
     union {
-        struct rc_event *ev;   /* STREAMING with SEND_EVENT: the event being sent (one use) */
-        struct rc_reqbuf *req; /* REQUEST: a partial head, owned, or NULL */
-    } u;                       /* first: the slab reuses these bytes while the object is free */
-    struct rc_channel *chan;   /* STREAMING: the channel; not owned */
-    struct rc_link link;       /* node on the pending list or the channel's subscriber list */
-    uint64_t cursor;           /* sequence number of the next event to send */
-    uint32_t fd;               /* direct descriptor index in the ring's file table */
-    uint32_t sent;             /* bytes of the current frame or response already sent */
-    uint32_t deadline;         /* REQUEST: ms after worker start when the head must be in */
-    uint16_t gen;              /* bumped on every reuse; part of every user_data */
+        struct rc_event *ev;    /* SEND_EVENT: the event being sent (one use) */
+        struct rc_batch *batch; /* SEND_BATCH: the events being sent, owned */
+        struct rc_reqbuf *req;  /* REQUEST: a partial head, owned, or NULL */
+    } u;                        /* first: the slab reuses these bytes while the object is free */
+    struct rc_channel *chan;    /* STREAMING: the channel; not owned */
+    struct rc_link link;        /* node on the pending list or the channel's subscriber list */
+    uint64_t cursor;            /* sequence number of the next event to send */
+    uint32_t fd;                /* direct descriptor index in the ring's file table */
+    uint32_t sent;              /* bytes of the current frame or response already sent */
+    uint32_t deadline;          /* REQUEST: ms after worker start when the head must be in */
+    uint16_t gen;               /* bumped on every reuse; part of every user_data */
     uint8_t state;
     uint8_t flags;
     uint8_t sending; /* SEND_* */
@@ -219,20 +237,113 @@ static void respond(struct rc_worker *w, struct rc_conn *c, enum rc_response res
     send_static(w, c, resp);
 }
 
-/* Starts the send of the next event after the cursor, if there is one and none is in flight. */
-static void send_next(struct rc_worker *w, struct rc_conn *c)
+/* Sends the single event at the cursor from byte c->sent. */
+static void send_event(struct rc_worker *w, struct rc_conn *c)
 {
-    struct rc_channel *ch = c->chan;
-    if ((c->flags & F_SEND) || c->cursor == ch->head)
-        return;
-    rc_assert(c->cursor >= ch->tail && c->cursor < ch->head);
-    struct rc_event *ev = rc_channel_at(ch, c->cursor);
-    rc_event_use(ev, w->id);
-    c->u.ev = ev;
+    struct rc_event *ev = c->u.ev;
     c->sending = SEND_EVENT;
     c->flags |= F_SEND | F_ACTIVE;
     rc_ring_send(&w->ring, (int)c->fd, true, ev->sse + c->sent, ev->sse_len - c->sent,
                  ud_of(c, RC_OP_SEND));
+}
+
+/* Sends what is left of a batch: its events from b->first on, the first from byte c->sent. */
+static void send_batch(struct rc_worker *w, struct rc_conn *c)
+{
+    struct rc_batch *b = c->u.batch;
+    for (unsigned i = b->first; i < b->n; i++) {
+        size_t skip = i == b->first ? c->sent : 0;
+        b->iov[i].iov_base = (void *)(b->ev[i]->sse + skip);
+        b->iov[i].iov_len = b->ev[i]->sse_len - skip;
+    }
+    memset(&b->msg, 0, sizeof(b->msg));
+    b->msg.msg_iov = &b->iov[b->first];
+    b->msg.msg_iovlen = b->n - b->first;
+    c->sending = SEND_BATCH;
+    c->flags |= F_SEND | F_ACTIVE;
+    rc_ring_sendmsg(&w->ring, (int)c->fd, true, &b->msg, ud_of(c, RC_OP_SEND));
+}
+
+/*
+ * Starts the send of what follows the cursor, if anything does and no send is in flight. A
+ * stream one event behind sends that event; a stream further behind sends up to BATCH_EVENTS
+ * events in one sendmsg, so that catching up costs one system call and as few TCP segments as
+ * the bytes need, instead of one of each per event.
+ */
+static void send_next(struct rc_worker *w, struct rc_conn *c)
+{
+    struct rc_channel *ch = c->chan;
+    struct rc_batch *b;
+
+    if ((c->flags & F_SEND) || c->cursor == ch->head)
+        return;
+    rc_assert(c->cursor >= ch->tail && c->cursor < ch->head);
+    if (ch->head - c->cursor == 1 || !(b = rc_slab_alloc(&w->batches))) {
+        c->u.ev = rc_channel_at(ch, c->cursor);
+        rc_event_use(c->u.ev, w->id);
+        send_event(w, c);
+        return;
+    }
+    size_t bytes = 0;
+    b->n = 0;
+    b->first = 0;
+    for (uint64_t seq = c->cursor; seq < ch->head && b->n < BATCH_EVENTS && bytes < BATCH_BYTES;
+         seq++) {
+        struct rc_event *ev = rc_channel_at(ch, seq);
+        rc_event_use(ev, w->id);
+        b->ev[b->n++] = ev;
+        bytes += ev->sse_len;
+    }
+    c->u.batch = b;
+    send_batch(w, c);
+}
+
+/* Releases the events a send still holds, when it failed or its connection is closing. */
+static void drop_send(struct rc_worker *w, struct rc_conn *c, uint8_t sending)
+{
+    if (sending == SEND_EVENT) {
+        rc_event_unuse(c->u.ev, w->id);
+        c->u.ev = NULL;
+    } else if (sending == SEND_BATCH) {
+        struct rc_batch *b = c->u.batch;
+        for (unsigned i = b->first; i < b->n; i++)
+            rc_event_unuse(b->ev[i], w->id);
+        rc_slab_free(&w->batches, b);
+        c->u.batch = NULL;
+    }
+}
+
+/*
+ * Accounts for `n` more bytes sent: moves the cursor past every event now complete and
+ * releases it. Returns whether the whole send is done; if not, the rest must go next.
+ */
+static bool advance(struct rc_worker *w, struct rc_conn *c, uint8_t sending, uint32_t n)
+{
+    c->sent += n;
+    if (sending == SEND_STATIC) {
+        if (c->sent < w->response_len[c->resp])
+            return false;
+    } else if (sending == SEND_EVENT) {
+        if (c->sent < c->u.ev->sse_len)
+            return false;
+        c->cursor++;
+        rc_event_unuse(c->u.ev, w->id);
+        c->u.ev = NULL;
+    } else {
+        struct rc_batch *b = c->u.batch;
+        while (b->first < b->n && c->sent >= b->ev[b->first]->sse_len) {
+            c->sent -= b->ev[b->first]->sse_len;
+            c->cursor++;
+            rc_event_unuse(b->ev[b->first], w->id);
+            b->first++;
+        }
+        if (b->first < b->n)
+            return false;
+        rc_slab_free(&w->batches, b);
+        c->u.batch = NULL;
+    }
+    c->sent = 0;
+    return true;
 }
 
 /* Whether a stream is further behind its channel than max_lag allows. */
@@ -436,40 +547,26 @@ static void on_recv(struct rc_worker *w, struct rc_conn *c, const struct rc_cqe 
 static void on_send(struct rc_worker *w, struct rc_conn *c, const struct rc_cqe *cqe)
 {
     uint8_t sending = c->sending;
-    struct rc_event *ev = sending == SEND_EVENT ? c->u.ev : NULL;
-    uint32_t total = ev ? ev->sse_len : w->response_len[c->resp];
 
-    c->flags &= ~F_SEND;
+    c->flags &= (uint8_t)~F_SEND;
     c->sending = SEND_NONE;
     if (cqe->res <= 0 || c->state == CONN_CLOSING) {
-        if (ev) {
-            c->u.ev = NULL;
-            rc_event_unuse(ev, w->id);
-        }
+        drop_send(w, c, sending);
         if (c->state == CONN_CLOSING)
             conn_maybe_free(w, c);
         else
             conn_close(w, c);
         return;
     }
-    c->sent += (uint32_t)cqe->res;
-    if (c->sent < total) {
+    if (!advance(w, c, sending, (uint32_t)cqe->res)) {
         /* A partial send: the rest of the same bytes goes next, so order is kept. */
-        if (ev) {
-            c->flags |= F_SEND;
-            c->sending = SEND_EVENT;
-            rc_ring_send(&w->ring, (int)c->fd, true, ev->sse + c->sent, total - c->sent,
-                         ud_of(c, RC_OP_SEND));
-        } else {
+        if (sending == SEND_STATIC)
             send_static(w, c, c->resp);
-        }
+        else if (sending == SEND_EVENT)
+            send_event(w, c);
+        else
+            send_batch(w, c);
         return;
-    }
-    c->sent = 0;
-    if (ev) {
-        c->u.ev = NULL;
-        c->cursor++;
-        rc_event_unuse(ev, w->id);
     }
     if (c->state == CONN_RESPONDING) {
         conn_close(w, c);
@@ -688,6 +785,7 @@ static int worker_init(struct rc_worker *w)
     if (ret < 0)
         return ret;
     rc_slab_init(&w->conns, sizeof(struct rc_conn), 1024);
+    rc_slab_init(&w->batches, sizeof(struct rc_batch), 64);
     rc_link_init(&w->pending);
     return 0;
 }
@@ -696,6 +794,7 @@ static void worker_cleanup(struct rc_worker *w)
 {
     rc_channel_table_destroy(&w->channels);
     rc_slab_destroy(&w->conns);
+    rc_slab_destroy(&w->batches);
     free_responses(w);
     close(w->listen_fd);
     w->listen_fd = -1;

@@ -128,6 +128,9 @@ void rc_ring_recv(struct rc_ring *r, int fd, void *buf, unsigned len, uint64_t u
 void rc_ring_send(struct rc_ring *r, int fd, bool fixed, const void *buf, unsigned len,
                   uint64_t ud);
 
+/* One sendmsg; msg and its iovec must stay valid until the completion. */
+void rc_ring_sendmsg(struct rc_ring *r, int fd, bool fixed, const struct msghdr *msg, uint64_t ud);
+
 /* shutdown(fd, how) on a direct descriptor; wakes its pending receive and send. */
 void rc_ring_shutdown_direct(struct rc_ring *r, unsigned fd, int how, uint64_t ud);
 

@@ -46,6 +46,7 @@ struct rc_worker {
     int init_error;              /* set by the thread before the start barrier */
     struct rc_ring ring;         /* owned by the thread; exited by the server after join */
     struct rc_slab conns;
+    struct rc_slab batches; /* multi-event sends in flight */
     struct rc_channel_table channels;
     struct rc_link pending;         /* connections still reading their request, oldest first */
     char *responses[RC_RESP_COUNT]; /* owned */
