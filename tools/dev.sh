@@ -12,7 +12,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 
 packages=(build-essential cmake pkg-config liburing-dev libjemalloc-dev libwolfssl-dev
-          libinih-dev redis-tools curl nodejs npm clang-format)
+          libinih-dev zlib1g-dev redis-tools curl nodejs npm clang-format)
 
 deps() {
     local missing=()
