@@ -60,6 +60,7 @@ void rc_config_defaults(struct rc_config *c)
 
     c->heartbeat_interval_ms = 15000;
     c->retry_ms = 0;
+    c->watch_disconnects = true;
 
     c->history_size = 1024;
     c->max_lag = 1024;
@@ -289,6 +290,17 @@ static int parse_level(struct rc_config *c, const char *v)
     return -EINVAL;
 }
 
+static int parse_watch_disconnects(struct rc_config *c, const char *v)
+{
+    if (strcmp(v, "on") == 0)
+        c->watch_disconnects = true;
+    else if (strcmp(v, "off") == 0)
+        c->watch_disconnects = false;
+    else
+        return -EINVAL;
+    return 0;
+}
+
 enum key_kind {
     KEY_INTEGER, /* a uint32_t field in [min, max] */
     KEY_SIZE,    /* a uint32_t field in bytes, suffixes k, m, g allowed */
@@ -336,6 +348,7 @@ static const struct key keys[] = {
 
     NUMBER("sse", "heartbeat_interval", KEY_SECONDS, heartbeat_interval_ms, 0, 3600000),
     NUMBER("sse", "retry", KEY_SECONDS, retry_ms, 0, 3600000),
+    CUSTOM("sse", "watch_disconnects", parse_watch_disconnects, "on or off"),
 
     NUMBER("channels", "history_size", KEY_INTEGER, history_size, 1, 1048576),
     NUMBER("channels", "max_lag", KEY_INTEGER, max_lag, 1, 1048576),

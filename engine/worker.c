@@ -376,6 +376,9 @@ static void subscribe(struct rc_worker *w, struct rc_conn *c, const char *name, 
     c->sent = 0;
     rc_stat_add(w->stats.subscribers, 1);
     send_static(w, c, RC_RESP_SSE_HEAD);
+    /* An SSE client has nothing more to say; without a watch the receive can go. */
+    if (!w->cfg->watch_disconnects && (c->flags & F_RECV))
+        rc_ring_cancel(&w->ring, ud_of(c, RC_OP_RECV));
 }
 
 static bool method_is_get(const struct rc_http_request *req)
@@ -536,6 +539,8 @@ static void on_recv(struct rc_worker *w, struct rc_conn *c, const struct rc_cqe 
         return;
     }
     if (c->flags & F_RECV)
+        return;
+    if (cqe->res == -ECANCELED && c->state == CONN_STREAMING)
         return;
     /* Out of provided buffers ends a multishot receive without ending the connection. */
     if (cqe->res > 0 || cqe->res == -ENOBUFS)

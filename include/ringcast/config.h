@@ -8,6 +8,7 @@
 #ifndef RINGCAST_CONFIG_H
 #define RINGCAST_CONFIG_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -34,6 +35,7 @@ struct rc_config {
     /* [sse] */
     uint32_t heartbeat_interval_ms; /* 0 disables heartbeats */
     uint32_t retry_ms;              /* 0: no retry: hint */
+    bool watch_disconnects;         /* keep a receive armed on streams to see hang-ups at once */
 
     /* [channels] */
     uint32_t history_size; /* events kept per channel and worker */

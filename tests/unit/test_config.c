@@ -50,6 +50,7 @@ static const char *config_diff(const struct rc_config *a, const struct rc_config
     SAME_STR(cors_origin);
     SAME(heartbeat_interval_ms);
     SAME(retry_ms);
+    SAME(watch_disconnects);
     SAME(history_size);
     SAME(max_lag);
     SAME_STR(socket);
@@ -83,6 +84,7 @@ TEST(defaults)
     CHECK(strcmp(c.cors_origin, "") == 0);
     CHECK_EQ(c.heartbeat_interval_ms, 15000);
     CHECK_EQ(c.retry_ms, 0);
+    CHECK_EQ(c.watch_disconnects, true);
     CHECK_EQ(c.history_size, 1024);
     CHECK_EQ(c.max_lag, 1024);
     CHECK(strcmp(c.socket, "ringcast.sock") == 0);
@@ -125,6 +127,7 @@ TEST(every_key_parsed)
                                "[sse]\n"
                                "heartbeat_interval = 0\n"
                                "retry = 1.5\n"
+                               "watch_disconnects = off\n"
                                "[channels]\n"
                                "history_size = 4096\n"
                                "max_lag = 100\n"
@@ -155,6 +158,7 @@ TEST(every_key_parsed)
     CHECK(strcmp(c.cors_origin, "https://example.com:8443") == 0);
     CHECK_EQ(c.heartbeat_interval_ms, 0);
     CHECK_EQ(c.retry_ms, 1500);
+    CHECK_EQ(c.watch_disconnects, false);
     CHECK_EQ(c.history_size, 4096);
     CHECK_EQ(c.max_lag, 100);
     CHECK(strcmp(c.socket, "/run/ringcast/feed.sock") == 0);
@@ -399,6 +403,8 @@ static const struct bad_case bad[] = {
     {"sse", "heartbeat_interval", "off", E_SECONDS},
     {"sse", "retry", "3600.5", E_SECONDS},
     {"sse", "retry", "1000ms", E_SECONDS},
+    {"sse", "watch_disconnects", "yes", "on or off"},
+    {"sse", "watch_disconnects", "", "on or off"},
     {"channels", "history_size", "0", E_1M},
     {"channels", "history_size", "1048577", E_1M},
     {"channels", "history_size", "1k", E_1M},
