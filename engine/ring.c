@@ -180,6 +180,13 @@ void rc_ring_recv(struct rc_ring *r, int fd, void *buf, unsigned len, uint64_t u
     io_uring_sqe_set_data64(sqe, ud);
 }
 
+void rc_ring_read(struct rc_ring *r, int fd, void *buf, unsigned len, uint64_t ud)
+{
+    struct io_uring_sqe *sqe = get_sqe(r);
+    io_uring_prep_read(sqe, fd, buf, len, 0);
+    io_uring_sqe_set_data64(sqe, ud);
+}
+
 void rc_ring_send(struct rc_ring *r, int fd, bool fixed, const void *buf, unsigned len, uint64_t ud)
 {
     struct io_uring_sqe *sqe = get_sqe(r);
@@ -235,6 +242,13 @@ void rc_ring_msg(struct rc_ring *r, int target_fd, uint64_t ud, int32_t res, uin
     /* Success needs no completion on the sending side; only a failure must be seen. */
     sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
     io_uring_sqe_set_data64(sqe, fail_ud);
+}
+
+int rc_ring_submit(struct rc_ring *r)
+{
+    int ret = io_uring_submit(&r->uring);
+    r->queued = 0;
+    return ret < 0 ? ret : 0;
 }
 
 int rc_ring_run(struct rc_ring *r, int timeout_ms, void (*fn)(void *arg, const struct rc_cqe *cqe),

@@ -124,6 +124,9 @@ void rc_ring_recv_multishot(struct rc_ring *r, unsigned fd, uint64_t ud);
 /* One receive on an ordinary descriptor into buf. */
 void rc_ring_recv(struct rc_ring *r, int fd, void *buf, unsigned len, uint64_t ud);
 
+/* One read into buf on an ordinary descriptor (an eventfd, a pipe); recv needs a socket. */
+void rc_ring_read(struct rc_ring *r, int fd, void *buf, unsigned len, uint64_t ud);
+
 /* One send from buf; `fixed` says whether fd is a direct descriptor. */
 void rc_ring_send(struct rc_ring *r, int fd, bool fixed, const void *buf, unsigned len,
                   uint64_t ud);
@@ -148,6 +151,12 @@ void rc_ring_cancel(struct rc_ring *r, uint64_t ud);
  * produces no completion here; a failure produces one with user_data `fail_ud`.
  */
 void rc_ring_msg(struct rc_ring *r, int target_fd, uint64_t ud, int32_t res, uint64_t fail_ud);
+
+/*
+ * Submits what is queued without waiting. rc_ring_run(r, 0, ...) would do the same but arms a
+ * kernel timer whenever nothing has completed, which costs far more (bench/handoff.md).
+ */
+int rc_ring_submit(struct rc_ring *r);
 
 /*
  * Submits what is queued, waits up to timeout_ms (or until at least one completion), then calls
