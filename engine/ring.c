@@ -120,6 +120,12 @@ int rc_ring_setup_buffers(struct rc_ring *r, unsigned count, unsigned size)
     r->buf_base = base;
     r->buf_count = count;
     r->buf_size = size;
+    /*
+     * Touch every buffer now: the kernel fills them in rotation, so they would otherwise become
+     * resident one by one as connections arrive and look like a per-connection cost. They are
+     * a fixed cost of the worker, and RSS should say so from the start.
+     */
+    memset(base, 0, (size_t)count * size);
     io_uring_buf_ring_init(r->br);
     for (unsigned i = 0; i < count; i++)
         io_uring_buf_ring_add(r->br, base + (size_t)i * size, size, (unsigned short)i,
