@@ -31,7 +31,8 @@
 /* A configuration file is a few kilobytes; anything far larger is the wrong file. */
 #define CONFIG_FILE_MAX (1024 * 1024)
 
-static const char *const sections[] = {"server", "http", "sse", "channels", "feed", "log"};
+static const char *const sections[] = {"server", "http",      "sse", "channels",
+                                       "feed",   "websocket", "log"};
 
 static const char *const level_names[] = {
     [RC_LOG_ERROR] = "error",
@@ -70,6 +71,14 @@ void rc_config_defaults(struct rc_config *c)
     c->max_payload = 1024 * 1024;
     c->max_feed_connections = 64;
     c->max_pending = 4096;
+
+    c->ws_protocols[0] = '\0';
+    c->ws_compression = false;
+    c->ws_compress_min_size = 1024;
+    c->ws_max_message = 64 * 1024;
+    c->ws_ping_interval_ms = 30000;
+    c->ws_pong_timeout_ms = 10000;
+    c->ws_close_timeout_ms = 5000;
 
     c->log_level = RC_LOG_INFO;
 }
@@ -290,14 +299,63 @@ static int parse_level(struct rc_config *c, const char *v)
     return -EINVAL;
 }
 
-static int parse_watch_disconnects(struct rc_config *c, const char *v)
+/* Parses "on" or "off". */
+static int parse_switch(const char *v, bool *out)
 {
     if (strcmp(v, "on") == 0)
-        c->watch_disconnects = true;
+        *out = true;
     else if (strcmp(v, "off") == 0)
-        c->watch_disconnects = false;
+        *out = false;
     else
         return -EINVAL;
+    return 0;
+}
+
+static int parse_watch_disconnects(struct rc_config *c, const char *v)
+{
+    return parse_switch(v, &c->watch_disconnects);
+}
+
+static int parse_ws_compression(struct rc_config *c, const char *v)
+{
+    return parse_switch(v, &c->ws_compression);
+}
+
+/*
+ * Parses the subprotocol list "a, b" into "a,b": comma-separated tokens (RFC 6455 section 4.1:
+ * the characters of an HTTP token), blanks around the commas allowed, no empty element. The
+ * handshake then compares the client's offers with these names byte for byte.
+ */
+static int parse_ws_protocols(struct rc_config *c, const char *v)
+{
+    static const char separators[] = "()<>@,;:\\\"/[]?={} \t";
+    char out[sizeof(c->ws_protocols)];
+    size_t n = 0;
+    const char *p = v;
+
+    while (*p) {
+        const char *start;
+
+        while (*p == ' ' || *p == '\t')
+            p++;
+        start = p;
+        while (*p > 0x20 && *p < 0x7f && !strchr(separators, *p))
+            p++;
+        if (p == start || n + (size_t)(p - start) + 2 > sizeof(out))
+            return -EINVAL;
+        if (n)
+            out[n++] = ',';
+        memcpy(out + n, start, (size_t)(p - start));
+        n += (size_t)(p - start);
+        while (*p == ' ' || *p == '\t')
+            p++;
+        if (*p == ',' && p[1] != '\0')
+            p++;
+        else if (*p != '\0')
+            return -EINVAL;
+    }
+    memset(c->ws_protocols, 0, sizeof(c->ws_protocols));
+    memcpy(c->ws_protocols, out, n);
     return 0;
 }
 
@@ -358,6 +416,15 @@ static const struct key keys[] = {
     NUMBER("feed", "max_payload", KEY_SIZE, max_payload, 1, 512 * 1024 * 1024),
     NUMBER("feed", "max_connections", KEY_INTEGER, max_feed_connections, 1, 65536),
     NUMBER("feed", "max_pending", KEY_INTEGER, max_pending, 1, 1048576),
+
+    CUSTOM("websocket", "protocols", parse_ws_protocols,
+           "a comma-separated list of tokens, at most 255 bytes"),
+    CUSTOM("websocket", "compression", parse_ws_compression, "on or off"),
+    NUMBER("websocket", "compress_min_size", KEY_SIZE, ws_compress_min_size, 0, 512 * 1024 * 1024),
+    NUMBER("websocket", "max_message", KEY_SIZE, ws_max_message, 125, 64 * 1024 * 1024),
+    NUMBER("websocket", "ping_interval", KEY_SECONDS, ws_ping_interval_ms, 0, 3600000),
+    NUMBER("websocket", "pong_timeout", KEY_SECONDS, ws_pong_timeout_ms, 100, 3600000),
+    NUMBER("websocket", "close_timeout", KEY_SECONDS, ws_close_timeout_ms, 100, 3600000),
 
     CUSTOM("log", "level", parse_level, "error, warn, info or debug"),
 };
@@ -697,6 +764,12 @@ int rc_config_validate(const struct rc_config *c, char *err, size_t errlen)
     if (c->max_request_line > c->max_header_bytes) {
         snprintf(err, errlen, "max_request_line (%u) must not exceed max_header_bytes (%u)",
                  c->max_request_line, c->max_header_bytes);
+        return -EINVAL;
+    }
+    /* One pending ping per connection: its pong must be due before the next ping goes out. */
+    if (c->ws_ping_interval_ms && c->ws_pong_timeout_ms >= c->ws_ping_interval_ms) {
+        snprintf(err, errlen, "pong_timeout (%u ms) must be below ping_interval (%u ms)",
+                 c->ws_pong_timeout_ms, c->ws_ping_interval_ms);
         return -EINVAL;
     }
     return 0;

@@ -8,22 +8,49 @@
 
 #include "ringcast/assert.h"
 #include "ringcast/channel.h"
+#include "ringcast/deflate.h"
 #include "ringcast/sse.h"
+#include "ringcast/utf8.h"
+#include "ringcast/ws.h"
+
+/* The window the shared compressed frames use: the largest, which every client accepts. */
+#define DEFLATE_WINDOW_BITS 15
 
 struct rc_event *rc_event_new(const struct rc_event_spec *spec, uint64_t seq, unsigned nworkers)
 {
     size_t sse_len = rc_sse_frame_size(spec->id, spec->id_len, spec->type, spec->type_len,
                                        spec->payload, spec->payload_len);
     size_t head = sizeof(struct rc_event) + nworkers * sizeof(uint32_t);
+    unsigned char ws_head[RC_WS_MAX_SERVER_HEADER], wsz_head[RC_WS_MAX_SERVER_HEADER];
+    unsigned char *z = NULL;
+    size_t z_len = 0, wsz_head_len = 0;
+    int opcode = spec->ws_kind == RC_EVENT_WS_BINARY ? RC_WS_BINARY : RC_WS_TEXT;
     struct rc_event *ev;
     char *p;
 
     rc_assert(spec->channel_len <= UINT16_MAX && nworkers <= UINT16_MAX);
-    if (sse_len > UINT32_MAX)
+    if (spec->ws_kind == RC_EVENT_WS_AUTO && !rc_utf8_valid(spec->payload, spec->payload_len))
+        opcode = RC_WS_BINARY;
+    size_t ws_head_len = rc_ws_frame_header(ws_head, opcode, true, false, spec->payload_len);
+    size_t ws_len = ws_head_len + spec->payload_len;
+    if (sse_len > UINT32_MAX || ws_len > UINT32_MAX)
         return NULL;
-    ev = malloc(head + spec->channel_len + sse_len);
-    if (!ev)
+    if (spec->compress) {
+        if (rc_deflate_message(spec->payload, spec->payload_len, &z, &z_len, DEFLATE_WINDOW_BITS) <
+            0)
+            return NULL;
+        wsz_head_len = rc_ws_frame_header(wsz_head, opcode, true, true, z_len);
+        if (wsz_head_len + z_len >= ws_len) {
+            free(z);
+            z = NULL;
+            z_len = wsz_head_len = 0;
+        }
+    }
+    ev = malloc(head + spec->channel_len + sse_len + ws_len + wsz_head_len + z_len);
+    if (!ev) {
+        free(z);
         return NULL;
+    }
     atomic_init(&ev->refs, nworkers + 1);
     atomic_init(&ev->pending, nworkers);
     atomic_init(&ev->handed, 0);
@@ -41,6 +68,21 @@ struct rc_event *rc_event_new(const struct rc_event_spec *spec, uint64_t seq, un
     rc_sse_encode(p, spec->id, spec->id_len, spec->type, spec->type_len, spec->payload,
                   spec->payload_len);
     ev->sse = p;
+    p += sse_len;
+    memcpy(p, ws_head, ws_head_len);
+    memcpy(p + ws_head_len, spec->payload, spec->payload_len);
+    ev->ws = (const unsigned char *)p;
+    ev->ws_len = (uint32_t)ws_len;
+    p += ws_len;
+    ev->wsz = NULL;
+    ev->wsz_len = 0;
+    if (z) {
+        memcpy(p, wsz_head, wsz_head_len);
+        memcpy(p + wsz_head_len, z, z_len);
+        ev->wsz = (const unsigned char *)p;
+        ev->wsz_len = (uint32_t)(wsz_head_len + z_len);
+        free(z);
+    }
     return ev;
 }
 

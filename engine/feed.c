@@ -22,6 +22,7 @@
 #include "ringcast/resp.h"
 #include "ringcast/server.h"
 #include "ringcast/sse.h"
+#include "ringcast/utf8.h"
 
 #define MAX_ARGS       16
 #define MAX_INLINE     (64 * 1024)
@@ -277,6 +278,8 @@ static void publish(struct rc_feed *f, struct feed_conn *fc, struct rc_event_spe
         spec->id_len = (size_t)snprintf(id, sizeof(id), "%s-%lu", f->instance, (unsigned long)seq);
         spec->id = id;
     }
+    /* Compressed here, once, so that no worker ever compresses for a subscriber. */
+    spec->compress = f->cfg->ws_compression && spec->payload_len >= f->cfg->ws_compress_min_size;
     struct rc_event *ev = rc_event_new(spec, seq, s->nworkers);
     if (!ev || queue_pending(fc, ev) < 0) {
         free(ev);
@@ -291,32 +294,43 @@ static void publish(struct rc_feed *f, struct feed_conn *fc, struct rc_event_spe
                     rc_ud(ev, RC_OP_MSG_FAILED, (uint16_t)i));
 }
 
-/* XPUBLISH channel payload [EVENT type] [ID id] */
+/*
+ * XPUBLISH channel payload [EVENT type] [ID id] [TEXT|BINARY]: options in any order, each at
+ * most once. TEXT and BINARY choose the WebSocket opcode; without them a payload that is valid
+ * UTF-8 goes as text. TEXT on a payload that is not UTF-8 is refused, since every client would
+ * have to fail the connection on it (RFC 6455 section 8.1).
+ */
 static void xpublish(struct rc_feed *f, struct feed_conn *fc, const struct rc_resp_arg *argv,
                      size_t argc)
 {
-    struct rc_event_spec spec = {argv[1].ptr, argv[1].len, NULL,        0,
-                                 NULL,        0,           argv[2].ptr, argv[2].len};
-    if (argc % 2 == 0) {
-        reply_error(f, fc, "wrong number of arguments for 'xpublish' command");
-        return;
-    }
-    for (size_t i = 3; i + 1 < argc; i += 2) {
-        const struct rc_resp_arg *v = &argv[i + 1];
-        if (arg_is(&argv[i], "EVENT") && !spec.type && v->len >= 1 && v->len <= MAX_TYPE_LEN &&
-            rc_sse_field_valid(v->ptr, v->len)) {
+    struct rc_event_spec spec = {.channel = argv[1].ptr,
+                                 .channel_len = argv[1].len,
+                                 .payload = argv[2].ptr,
+                                 .payload_len = argv[2].len};
+    for (size_t i = 3; i < argc; i++) {
+        const struct rc_resp_arg *v = i + 1 < argc ? &argv[i + 1] : NULL;
+        if ((arg_is(&argv[i], "TEXT") || arg_is(&argv[i], "BINARY")) && !spec.ws_kind) {
+            spec.ws_kind = arg_is(&argv[i], "TEXT") ? RC_EVENT_WS_TEXT : RC_EVENT_WS_BINARY;
+        } else if (v && arg_is(&argv[i], "EVENT") && !spec.type && v->len >= 1 &&
+                   v->len <= MAX_TYPE_LEN && rc_sse_field_valid(v->ptr, v->len)) {
             spec.type = v->ptr;
             spec.type_len = v->len;
-        } else if (arg_is(&argv[i], "ID") && !spec.id && v->len >= 1 && v->len <= MAX_ID_LEN &&
+            i++;
+        } else if (v && arg_is(&argv[i], "ID") && !spec.id && v->len >= 1 && v->len <= MAX_ID_LEN &&
                    rc_sse_field_valid(v->ptr, v->len)) {
             spec.id = v->ptr;
             spec.id_len = v->len;
+            i++;
         } else {
             reply_error(f, fc,
-                        "XPUBLISH options are EVENT <1-64 bytes> and ID <1-128 bytes>, each at "
-                        "most once, without CR, LF or NUL");
+                        "XPUBLISH options are EVENT <1-64 bytes> and ID <1-128 bytes>, without "
+                        "CR, LF or NUL, and TEXT or BINARY, each at most once");
             return;
         }
+    }
+    if (spec.ws_kind == RC_EVENT_WS_TEXT && !rc_utf8_valid(spec.payload, spec.payload_len)) {
+        reply_error(f, fc, "XPUBLISH TEXT needs a payload that is valid UTF-8");
+        return;
     }
     publish(f, fc, &spec);
 }
@@ -351,8 +365,10 @@ static void execute(struct rc_feed *f, struct feed_conn *fc, const struct rc_res
             reply_error(f, fc, "wrong number of arguments for 'publish' command");
             return;
         }
-        struct rc_event_spec spec = {argv[1].ptr, argv[1].len, NULL,        0,
-                                     NULL,        0,           argv[2].ptr, argv[2].len};
+        struct rc_event_spec spec = {.channel = argv[1].ptr,
+                                     .channel_len = argv[1].len,
+                                     .payload = argv[2].ptr,
+                                     .payload_len = argv[2].len};
         publish(f, fc, &spec);
     } else if (arg_is(cmd, "XPUBLISH")) {
         if (argc < 3) {

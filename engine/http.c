@@ -302,10 +302,28 @@ bool rc_http_channel_valid(const char *name, size_t len)
     return true;
 }
 
+/*
+ * Routes the path below a channel prefix ("/sse/", "/ws/") to `kind`, or to RC_ROUTE_BAD_CHANNEL
+ * when the rest of the path is not a channel name. Names are matched as sent: a percent-encoded
+ * byte makes the name invalid, not decoded.
+ */
+static void route_channel(const char *name, size_t name_len, enum rc_route_kind kind,
+                          struct rc_route *route)
+{
+    if (rc_http_channel_valid(name, name_len)) {
+        route->kind = kind;
+        route->channel = name;
+        route->channel_len = name_len;
+    } else {
+        route->kind = RC_ROUTE_BAD_CHANNEL;
+    }
+}
+
 void rc_http_route(const char *target, size_t target_len, struct rc_route *route)
 {
     static const char health[] = "/health";
     static const char sse[] = "/sse/";
+    static const char ws[] = "/ws/";
     const char *query = memchr(target, '?', target_len);
     size_t path_len = query ? (size_t)(query - target) : target_len;
 
@@ -314,19 +332,10 @@ void rc_http_route(const char *target, size_t target_len, struct rc_route *route
         route->query = query + 1;
         route->query_len = target_len - path_len - 1;
     }
-    if (path_len == sizeof health - 1 && memcmp(target, health, path_len) == 0) {
+    if (path_len == sizeof health - 1 && memcmp(target, health, path_len) == 0)
         route->kind = RC_ROUTE_HEALTH;
-    } else if (path_len >= sizeof sse - 1 && memcmp(target, sse, sizeof sse - 1) == 0) {
-        /* Names are matched as sent: a percent-encoded byte makes the name invalid, not decoded. */
-        const char *name = target + sizeof sse - 1;
-        size_t name_len = path_len - (sizeof sse - 1);
-
-        if (rc_http_channel_valid(name, name_len)) {
-            route->kind = RC_ROUTE_SSE;
-            route->channel = name;
-            route->channel_len = name_len;
-        } else {
-            route->kind = RC_ROUTE_BAD_CHANNEL;
-        }
-    }
+    else if (path_len >= sizeof sse - 1 && memcmp(target, sse, sizeof sse - 1) == 0)
+        route_channel(target + sizeof sse - 1, path_len - (sizeof sse - 1), RC_ROUTE_SSE, route);
+    else if (path_len >= sizeof ws - 1 && memcmp(target, ws, sizeof ws - 1) == 0)
+        route_channel(target + sizeof ws - 1, path_len - (sizeof ws - 1), RC_ROUTE_WS, route);
 }

@@ -107,6 +107,11 @@ size_t rc_server_info(const struct rc_server *s, char *buf, size_t cap)
         sum.slow_disconnects += rc_stat_get(ws->slow_disconnects);
         sum.heartbeats += rc_stat_get(ws->heartbeats);
         sum.alloc_failures += rc_stat_get(ws->alloc_failures);
+        sum.ws_upgrades += rc_stat_get(ws->ws_upgrades);
+        sum.ws_messages_in += rc_stat_get(ws->ws_messages_in);
+        sum.ws_errors += rc_stat_get(ws->ws_errors);
+        sum.ws_pings += rc_stat_get(ws->ws_pings);
+        sum.ws_pong_timeouts += rc_stat_get(ws->ws_pong_timeouts);
     }
     const struct rc_feed_stats *fs = &s->feed.stats;
     OUT("# Server\r\nversion:%s\r\nuptime_seconds:%ld\r\nworkers:%u\r\n"
@@ -125,6 +130,11 @@ size_t rc_server_info(const struct rc_server *s, char *buf, size_t cap)
         (unsigned long)sum.http_errors, (unsigned long)sum.header_timeouts,
         (unsigned long)sum.deliveries, (unsigned long)sum.slow_disconnects,
         (unsigned long)sum.heartbeats, (unsigned long)sum.alloc_failures);
+    OUT("ws_upgrades:%lu\r\nws_messages_in:%lu\r\nws_errors:%lu\r\nws_pings:%lu\r\n"
+        "ws_pong_timeouts:%lu\r\n",
+        (unsigned long)sum.ws_upgrades, (unsigned long)sum.ws_messages_in,
+        (unsigned long)sum.ws_errors, (unsigned long)sum.ws_pings,
+        (unsigned long)sum.ws_pong_timeouts);
     OUT("# Feed\r\npublished:%lu\r\nfeed_connections:%lu\r\nfeed_commands:%lu\r\n"
         "feed_pending:%lu\r\nfeed_protocol_errors:%lu\r\nfeed_command_errors:%lu\r\n"
         "feed_rejected:%lu\r\nfeed_msg_failures:%lu\r\n",

@@ -9,33 +9,52 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
 #include "ringcast/assert.h"
+#include "ringcast/crypto.h"
+#include "ringcast/deflate.h"
 #include "ringcast/http.h"
 #include "ringcast/log.h"
 #include "ringcast/server.h"
+#include "ringcast/utf8.h"
+#include "ringcast/ws.h"
 
 /* Connection states. */
 enum {
     CONN_REQUEST = 1, /* reading the request head; on the worker's pending list */
     CONN_RESPONDING,  /* sending a canned response, then closing */
-    CONN_STREAMING,   /* an SSE stream; on its channel's subscriber list */
+    CONN_STREAMING,   /* an SSE stream or a WebSocket; on its channel's subscriber list */
+    CONN_WS_CLOSING,  /* a WebSocket in its close handshake; on the worker's ws_closing list */
     CONN_CLOSING,     /* waiting for its operations to finish before the close */
 };
 
-/* Connection flags: which operations are in flight, and recent activity. */
+/* Connection flags: which operations are in flight, recent activity, and the protocol. */
 enum {
-    F_RECV = 1 << 0,   /* the multishot receive is armed */
-    F_SEND = 1 << 1,   /* a send is in flight */
-    F_SHUT = 1 << 2,   /* a shutdown is in flight */
-    F_ACTIVE = 1 << 3, /* something was sent since the last heartbeat tick */
+    F_RECV = 1 << 0,       /* the multishot receive is armed */
+    F_SEND = 1 << 1,       /* a send is in flight */
+    F_SHUT = 1 << 2,       /* a shutdown is in flight */
+    F_ACTIVE = 1 << 3,     /* something was sent since the last heartbeat tick */
+    F_WS = 1 << 4,         /* the connection speaks WebSocket (else SSE) */
+    F_WS_DEFLATE = 1 << 5, /* permessage-deflate was negotiated: the client may compress */
+    F_WS_ZSEND = 1 << 6,   /* ... and takes the shared compressed frames (32 KiB window) */
+    F_WS_CNCT = 1 << 7,    /* ... and agreed to client_no_context_takeover */
+    F_PING_DUE = 1 << 8,   /* a keepalive ping waits for the send in flight */
+    F_PONG_WAIT = 1 << 9,  /* a keepalive ping is unanswered */
 };
 
 /* What the send in flight carries. */
-enum { SEND_NONE = 0, SEND_EVENT, SEND_BATCH, SEND_STATIC };
+enum {
+    SEND_NONE = 0,
+    SEND_EVENT,
+    SEND_BATCH,
+    SEND_STATIC,
+    SEND_OWNED, /* bytes owned by the send (the 101 response), freed when it completes */
+    SEND_CTL,   /* a WebSocket control frame from the connection's side state */
+};
 
 #define BATCH_EVENTS 16
 #define BATCH_BYTES  (64 * 1024)
@@ -53,32 +72,73 @@ struct rc_batch {
     unsigned first; /* the first event not yet completely sent */
 };
 
-/* Request bytes that arrived in several reads; freed as soon as the head is parsed. */
-struct rc_reqbuf {
+/*
+ * Bytes with their length: request bytes that arrived in several reads (freed as soon as the
+ * head is parsed), or a response that differs per connection (freed once it is sent).
+ */
+struct rc_bytes {
     uint32_t len;
     char data[];
 };
 
 /*
+ * What a WebSocket connection needs beyond its 64 bytes, allocated only while it needs it: a
+ * frame header or control payload split across reads, a payload still arriving, a message in
+ * progress, a control frame waiting to be sent or being sent, the close handshake, an inflater
+ * that keeps context. A connection that only receives events never has one.
+ */
+struct rc_ws {
+    struct rc_ws_frame frame; /* the frame whose payload is arriving */
+    struct rc_ws_msgstate msg;
+    uint64_t payload_left;   /* bytes of the frame's payload still to come */
+    uint64_t payload_off;    /* bytes of it received so far (the unmasking offset) */
+    uint32_t utf8;           /* validator state of the text message in progress */
+    uint32_t close_deadline; /* CONN_WS_CLOSING: ms after worker start when it is dropped */
+    struct rc_inflater *inf; /* the client's compressed messages; NULL until one comes */
+    unsigned char *inflated; /* a compressed message in progress, inflated (max_message) */
+    size_t inflated_len;
+    bool in_payload;     /* the header of `frame` is complete, its payload is due */
+    bool failed;         /* the bytes can no longer be framed: discard them all */
+    bool close_queued;   /* our Close waits for the send in flight */
+    bool close_sent;     /* our Close is completely sent */
+    bool peer_closed;    /* the client's Close has arrived */
+    bool pong_queued;    /* a Pong waits for the send in flight */
+    uint16_t close_code; /* of the queued Close */
+    uint8_t hdr_len;     /* bytes of a split frame header in hdr */
+    uint8_t ctl_len;     /* control payload bytes collected in ctl */
+    uint8_t pong_len;    /* payload bytes of the queued Pong */
+    uint8_t out_len;     /* bytes of the control frame in out */
+    unsigned char hdr[RC_WS_MAX_HEADER];
+    unsigned char ctl[RC_WS_MAX_CONTROL_PAYLOAD];
+    unsigned char pong[RC_WS_MAX_CONTROL_PAYLOAD];
+    unsigned char out[2 + RC_WS_MAX_CONTROL_PAYLOAD]; /* the control frame being sent */
+};
+
+/*
  * One client connection: 64 bytes from the worker's slab. Nothing else is allocated for an
  * established stream; what it still has to send is the part of its channel's history after
- * `cursor`.
+ * `cursor`. A WebSocket adds its side state (struct rc_ws) only while a client frame, a control
+ * frame or the close handshake is in progress.
  */
 struct rc_conn {
     union {
         struct rc_event *ev;    /* SEND_EVENT: the event being sent (one use) */
         struct rc_batch *batch; /* SEND_BATCH: the events being sent, owned */
-        struct rc_reqbuf *req;  /* REQUEST: a partial head, owned, or NULL */
+        struct rc_bytes *req;   /* REQUEST: a partial head, owned, or NULL */
+        struct rc_bytes *out;   /* SEND_OWNED: the bytes being sent, owned */
     } u;                        /* first: the slab reuses these bytes while the object is free */
     struct rc_channel *chan;    /* STREAMING: the channel; not owned */
-    struct rc_link link;        /* node on the pending list or the channel's subscriber list */
+    struct rc_link link;        /* node on the pending, a subscriber or the ws_closing list */
     uint64_t cursor;            /* sequence number of the next event to send */
-    uint32_t fd;                /* direct descriptor index in the ring's file table */
-    uint32_t sent;              /* bytes of the current frame or response already sent */
-    uint32_t deadline;          /* REQUEST: ms after worker start when the head must be in */
-    uint16_t gen;               /* bumped on every reuse; part of every user_data */
+    union {
+        uint32_t deadline; /* REQUEST, RESPONDING: ms after worker start when it must be done */
+        struct rc_ws *ws;  /* a WebSocket: its side state, owned, or NULL while it needs none */
+    };
+    uint32_t fd;   /* direct descriptor index in the ring's file table */
+    uint32_t sent; /* bytes of the current frame or response already sent */
+    uint16_t gen;  /* bumped on every reuse; part of every user_data */
+    uint16_t flags;
     uint8_t state;
-    uint8_t flags;
     uint8_t sending; /* SEND_* */
     uint8_t resp;    /* enum rc_response, for SEND_STATIC */
 };
@@ -141,6 +201,7 @@ static int build_responses(struct rc_worker *w)
                         "Connection: close\r\n\r\n%s",
                         cors, retry);
     ret |= set_response(w, RC_RESP_HEARTBEAT, ":\n\n");
+    ret |= set_response(w, RC_RESP_WS_PING, "%c%c", 0x80 | RC_WS_PING, 0);
     ret |= set_response(w, RC_RESP_HEALTH,
                         "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 3\r\n"
                         "Cache-Control: no-cache\r\n%sConnection: close\r\n\r\nok\n",
@@ -149,6 +210,7 @@ static int build_responses(struct rc_worker *w)
     ret |= set_error(w, RC_RESP_404, "404 Not Found", "");
     ret |= set_error(w, RC_RESP_405, "405 Method Not Allowed", "Allow: GET\r\n");
     ret |= set_error(w, RC_RESP_414, "414 URI Too Long", "");
+    ret |= set_error(w, RC_RESP_426, "426 Upgrade Required", "Sec-WebSocket-Version: 13\r\n");
     ret |= set_error(w, RC_RESP_431, "431 Request Header Fields Too Large", "");
     ret |= set_error(w, RC_RESP_503, "503 Service Unavailable", "Retry-After: 1\r\n");
     ret |= set_error(w, RC_RESP_505, "505 HTTP Version Not Supported", "");
@@ -172,11 +234,25 @@ static void send_static(struct rc_worker *w, struct rc_conn *c, enum rc_response
                  w->response_len[resp] - c->sent, ud_of(c, RC_OP_SEND));
 }
 
+/* Frees a WebSocket's side state and what it holds. */
+static void ws_free(struct rc_conn *c)
+{
+    if (!c->ws)
+        return;
+    rc_inflater_free(c->ws->inf);
+    free(c->ws->inflated);
+    free(c->ws);
+    c->ws = NULL;
+}
+
 /* Frees the connection once nothing is in flight for it any more. */
 static void conn_maybe_free(struct rc_worker *w, struct rc_conn *c)
 {
     if (c->state != CONN_CLOSING || (c->flags & (F_RECV | F_SEND | F_SHUT)))
         return;
+    /* Only now: a control frame in flight was sent from the side state. */
+    if (c->flags & F_WS)
+        ws_free(c);
     rc_ring_close_direct(&w->ring, c->fd);
     c->gen++;
     c->state = 0;
@@ -211,6 +287,8 @@ static void conn_close(struct rc_worker *w, struct rc_conn *c)
         unsubscribe(w, c);
     } else {
         rc_link_remove(&c->link);
+    }
+    if (c->state == CONN_REQUEST) {
         free(c->u.req);
         c->u.req = NULL;
     }
@@ -237,14 +315,98 @@ static void respond(struct rc_worker *w, struct rc_conn *c, enum rc_response res
     send_static(w, c, resp);
 }
 
+/* The frame of ev that c is sent: SSE or WebSocket, compressed where that was negotiated. */
+static const char *event_frame(const struct rc_conn *c, const struct rc_event *ev, uint32_t *len)
+{
+    if (!(c->flags & F_WS)) {
+        *len = ev->sse_len;
+        return ev->sse;
+    }
+    if ((c->flags & F_WS_ZSEND) && ev->wsz) {
+        *len = ev->wsz_len;
+        return (const char *)ev->wsz;
+    }
+    *len = ev->ws_len;
+    return (const char *)ev->ws;
+}
+
+static uint32_t event_frame_len(const struct rc_conn *c, const struct rc_event *ev)
+{
+    uint32_t len;
+    event_frame(c, ev, &len);
+    return len;
+}
+
 /* Sends the single event at the cursor from byte c->sent. */
 static void send_event(struct rc_worker *w, struct rc_conn *c)
 {
-    struct rc_event *ev = c->u.ev;
+    uint32_t len;
+    const char *frame = event_frame(c, c->u.ev, &len);
     c->sending = SEND_EVENT;
     c->flags |= F_SEND | F_ACTIVE;
-    rc_ring_send(&w->ring, (int)c->fd, true, ev->sse + c->sent, ev->sse_len - c->sent,
+    rc_ring_send(&w->ring, (int)c->fd, true, frame + c->sent, len - c->sent, ud_of(c, RC_OP_SEND));
+}
+
+/* Sends bytes that belong to this connection alone (the 101 response) from byte c->sent. */
+static void send_owned(struct rc_worker *w, struct rc_conn *c)
+{
+    c->sending = SEND_OWNED;
+    c->flags |= F_SEND | F_ACTIVE;
+    rc_ring_send(&w->ring, (int)c->fd, true, c->u.out->data + c->sent, c->u.out->len - c->sent,
                  ud_of(c, RC_OP_SEND));
+}
+
+/* Sends the control frame in the side state from byte c->sent. */
+static void send_ctl(struct rc_worker *w, struct rc_conn *c)
+{
+    c->sending = SEND_CTL;
+    c->flags |= F_SEND | F_ACTIVE;
+    rc_ring_send(&w->ring, (int)c->fd, true, c->ws->out + c->sent, c->ws->out_len - c->sent,
+                 ud_of(c, RC_OP_SEND));
+}
+
+/* Writes a control frame into the side state's out buffer and starts sending it. */
+static void start_ctl(struct rc_worker *w, struct rc_conn *c, int opcode, const unsigned char *p,
+                      size_t n)
+{
+    struct rc_ws *ws = c->ws;
+    rc_assert(n <= RC_WS_MAX_CONTROL_PAYLOAD);
+    size_t h = rc_ws_frame_header(ws->out, opcode, true, false, n);
+    memcpy(ws->out + h, p, n);
+    ws->out_len = (uint8_t)(h + n);
+    c->sent = 0;
+    send_ctl(w, c);
+}
+
+/*
+ * Starts the send of a WebSocket control frame that is due, if one is. Control frames go
+ * between events, never inside one: a send in flight always ends on a frame boundary. After
+ * our Close nothing else is sent.
+ */
+static bool ws_send_control(struct rc_worker *w, struct rc_conn *c)
+{
+    struct rc_ws *ws = c->ws;
+    if (ws && ws->close_queued) {
+        unsigned char code[2] = {(unsigned char)(ws->close_code >> 8),
+                                 (unsigned char)ws->close_code};
+        ws->close_queued = false;
+        start_ctl(w, c, RC_WS_CLOSE, code, sizeof(code));
+        return true;
+    }
+    if (c->state != CONN_STREAMING)
+        return c->state == CONN_WS_CLOSING;
+    if (c->flags & F_PING_DUE) {
+        c->flags &= (uint16_t)~F_PING_DUE;
+        c->sent = 0;
+        send_static(w, c, RC_RESP_WS_PING);
+        return true;
+    }
+    if (ws && ws->pong_queued) {
+        ws->pong_queued = false;
+        start_ctl(w, c, RC_WS_PONG, ws->pong, ws->pong_len);
+        return true;
+    }
+    return false;
 }
 
 /* Sends what is left of a batch: its events from b->first on, the first from byte c->sent. */
@@ -253,8 +415,10 @@ static void send_batch(struct rc_worker *w, struct rc_conn *c)
     struct rc_batch *b = c->u.batch;
     for (unsigned i = b->first; i < b->n; i++) {
         size_t skip = i == b->first ? c->sent : 0;
-        b->iov[i].iov_base = (void *)(b->ev[i]->sse + skip);
-        b->iov[i].iov_len = b->ev[i]->sse_len - skip;
+        uint32_t len;
+        const char *frame = event_frame(c, b->ev[i], &len);
+        b->iov[i].iov_base = (void *)(frame + skip);
+        b->iov[i].iov_len = len - skip;
     }
     memset(&b->msg, 0, sizeof(b->msg));
     b->msg.msg_iov = &b->iov[b->first];
@@ -275,7 +439,11 @@ static void send_next(struct rc_worker *w, struct rc_conn *c)
     struct rc_channel *ch = c->chan;
     struct rc_batch *b;
 
-    if ((c->flags & F_SEND) || c->cursor == ch->head)
+    if (c->flags & F_SEND)
+        return;
+    if ((c->flags & F_WS) && ws_send_control(w, c))
+        return;
+    if (c->cursor == ch->head)
         return;
     rc_assert(c->cursor >= ch->tail && c->cursor < ch->head);
     if (ch->head - c->cursor == 1 || !(b = rc_slab_alloc(&w->batches))) {
@@ -292,7 +460,7 @@ static void send_next(struct rc_worker *w, struct rc_conn *c)
         struct rc_event *ev = rc_channel_at(ch, seq);
         rc_event_use(ev, w->id);
         b->ev[b->n++] = ev;
-        bytes += ev->sse_len;
+        bytes += event_frame_len(c, ev);
     }
     c->u.batch = b;
     send_batch(w, c);
@@ -310,6 +478,9 @@ static void drop_send(struct rc_worker *w, struct rc_conn *c, uint8_t sending)
             rc_event_unuse(b->ev[i], w->id);
         rc_slab_free(&w->batches, b);
         c->u.batch = NULL;
+    } else if (sending == SEND_OWNED) {
+        free(c->u.out);
+        c->u.out = NULL;
     }
 }
 
@@ -323,16 +494,26 @@ static bool advance(struct rc_worker *w, struct rc_conn *c, uint8_t sending, uin
     if (sending == SEND_STATIC) {
         if (c->sent < w->response_len[c->resp])
             return false;
+    } else if (sending == SEND_OWNED) {
+        if (c->sent < c->u.out->len)
+            return false;
+        free(c->u.out);
+        c->u.out = NULL;
+    } else if (sending == SEND_CTL) {
+        if (c->sent < c->ws->out_len)
+            return false;
+        if (c->ws->out[0] == (0x80 | RC_WS_CLOSE))
+            c->ws->close_sent = true;
     } else if (sending == SEND_EVENT) {
-        if (c->sent < c->u.ev->sse_len)
+        if (c->sent < event_frame_len(c, c->u.ev))
             return false;
         c->cursor++;
         rc_event_unuse(c->u.ev, w->id);
         c->u.ev = NULL;
     } else {
         struct rc_batch *b = c->u.batch;
-        while (b->first < b->n && c->sent >= b->ev[b->first]->sse_len) {
-            c->sent -= b->ev[b->first]->sse_len;
+        while (b->first < b->n && c->sent >= event_frame_len(c, b->ev[b->first])) {
+            c->sent -= event_frame_len(c, b->ev[b->first]);
             c->cursor++;
             rc_event_unuse(b->ev[b->first], w->id);
             b->first++;
@@ -352,13 +533,19 @@ static bool lagging(const struct rc_worker *w, const struct rc_conn *c)
     return c->chan->head - c->cursor > w->cfg->max_lag || c->cursor < c->chan->tail;
 }
 
-static void subscribe(struct rc_worker *w, struct rc_conn *c, const char *name, size_t len)
+/*
+ * Joins a channel and starts the stream: an SSE head, or for a WebSocket (ws_flags holds F_WS)
+ * the 101 response `upgrade`, which the connection owns from here on.
+ */
+static void subscribe(struct rc_worker *w, struct rc_conn *c, const char *name, size_t len,
+                      struct rc_bytes *upgrade, uint16_t ws_flags)
 {
     uint32_t hash = rc_channel_hash(name, len);
     struct rc_channel *ch = rc_channel_find(&w->channels, name, len, hash);
     if (!ch) {
         ch = rc_channel_create(&w->channels, name, len, hash);
         if (!ch) {
+            free(upgrade);
             rc_stat_add(w->stats.alloc_failures, 1);
             respond(w, c, RC_RESP_503);
             return;
@@ -375,6 +562,15 @@ static void subscribe(struct rc_worker *w, struct rc_conn *c, const char *name, 
     c->state = CONN_STREAMING;
     c->sent = 0;
     rc_stat_add(w->stats.subscribers, 1);
+    if (upgrade) {
+        /* The side state shares its bytes with the request deadline, which is over. */
+        c->ws = NULL;
+        c->flags |= ws_flags;
+        c->u.out = upgrade;
+        rc_stat_add(w->stats.ws_upgrades, 1);
+        send_owned(w, c);
+        return;
+    }
     send_static(w, c, RC_RESP_SSE_HEAD);
     /* An SSE client has nothing more to say; without a watch the receive can go. */
     if (!w->cfg->watch_disconnects && (c->flags & F_RECV))
@@ -386,6 +582,150 @@ static bool method_is_get(const struct rc_http_request *req)
     return req->method_len == 3 && memcmp(req->method, "GET", 3) == 0;
 }
 
+/* Whether header h is named `name` (ASCII case-insensitive). */
+static bool header_is(const struct rc_http_header *h, const char *name)
+{
+    return h->name_len == strlen(name) && strncasecmp(h->name, name, h->name_len) == 0;
+}
+
+/*
+ * Chooses the subprotocol: the first element of the client's Sec-WebSocket-Protocol fields that
+ * is in the configured list "a,b". Returns its length (it is copied to out), or 0 for none.
+ */
+static size_t choose_protocol(const struct rc_http_request *req, const char *configured, char *out)
+{
+    for (size_t i = 0; i < req->num_headers; i++) {
+        const struct rc_http_header *h = &req->headers[i];
+        const char *p = h->value, *end = h->value + h->value_len;
+        if (!header_is(h, "Sec-WebSocket-Protocol"))
+            continue;
+        while (p < end) {
+            const char *comma = memchr(p, ',', (size_t)(end - p));
+            const char *e = comma ? comma : end;
+            while (p < e && (*p == ' ' || *p == '\t'))
+                p++;
+            while (e > p && (e[-1] == ' ' || e[-1] == '\t'))
+                e--;
+            size_t n = (size_t)(e - p);
+            for (const char *q = configured; n && *q;) {
+                size_t m = strcspn(q, ",");
+                if (m == n && memcmp(q, p, n) == 0) {
+                    memcpy(out, p, n);
+                    return n;
+                }
+                q += m + (q[m] == ',');
+            }
+            p = comma ? comma + 1 : end;
+        }
+    }
+    return 0;
+}
+
+/*
+ * Negotiates permessage-deflate over every Sec-WebSocket-Extensions field of the request, which
+ * together form one list. Returns as rc_deflate_negotiate() does; 0 when memory is short.
+ */
+static int negotiate_deflate(const struct rc_http_request *req, struct rc_deflate_params *params,
+                             char resp[RC_DEFLATE_RESPONSE_MAX])
+{
+    const struct rc_http_header *one = NULL;
+    size_t count = 0, total = 0;
+    for (size_t i = 0; i < req->num_headers; i++) {
+        if (header_is(&req->headers[i], "Sec-WebSocket-Extensions")) {
+            one = &req->headers[i];
+            count++;
+            total += one->value_len + 2;
+        }
+    }
+    if (count <= 1)
+        return one ? rc_deflate_negotiate(one->value, one->value_len, params, resp) : 0;
+    char *joined = malloc(total);
+    size_t n = 0;
+    if (!joined)
+        return 0;
+    for (size_t i = 0; i < req->num_headers; i++) {
+        const struct rc_http_header *h = &req->headers[i];
+        if (!header_is(h, "Sec-WebSocket-Extensions"))
+            continue;
+        if (n) {
+            memcpy(joined + n, ", ", 2);
+            n += 2;
+        }
+        memcpy(joined + n, h->value, h->value_len);
+        n += h->value_len;
+    }
+    int r = rc_deflate_negotiate(joined, n, params, resp);
+    free(joined);
+    return r;
+}
+
+/*
+ * Answers a WebSocket opening handshake (RFC 6455 section 4.2.2): 101 and a subscription, 426
+ * for a version other than 13, 400 for anything else that is not a valid upgrade.
+ */
+static void ws_upgrade(struct rc_worker *w, struct rc_conn *c, const struct rc_http_request *req,
+                       const struct rc_route *route)
+{
+    const struct rc_config *cfg = w->cfg;
+    const struct rc_http_header *upgrade = rc_http_find_header(req, "Upgrade");
+    const struct rc_http_header *connection = rc_http_find_header(req, "Connection");
+    const struct rc_http_header *version = rc_http_find_header(req, "Sec-WebSocket-Version");
+    const struct rc_http_header *key = rc_http_find_header(req, "Sec-WebSocket-Key");
+    char accept[RC_CRYPTO_WS_ACCEPT_SIZE], ext[RC_DEFLATE_RESPONSE_MAX] = "";
+    char protocol[sizeof(cfg->ws_protocols)];
+    struct rc_deflate_params params;
+    uint16_t flags = F_WS;
+    int ext_len = 0;
+
+    /* An upgrade needs HTTP/1.1 and a GET (section 4.1); anything else is a bad request. */
+    if (!method_is_get(req) || req->minor_version != 1 || !upgrade || !connection ||
+        !rc_http_has_token(upgrade->value, upgrade->value_len, "websocket") ||
+        !rc_http_has_token(connection->value, connection->value_len, "upgrade")) {
+        respond(w, c, RC_RESP_400);
+        return;
+    }
+    if (!version || version->value_len != 2 || memcmp(version->value, "13", 2) != 0) {
+        respond(w, c, RC_RESP_426);
+        return;
+    }
+    if (!key || !rc_crypto_ws_key_valid(key->value, key->value_len) ||
+        rc_crypto_ws_accept(key->value, key->value_len, accept) < 0) {
+        respond(w, c, RC_RESP_400);
+        return;
+    }
+    if (cfg->ws_compression) {
+        ext_len = negotiate_deflate(req, &params, ext);
+        if (ext_len < 0) {
+            respond(w, c, RC_RESP_400);
+            return;
+        }
+        /* The shared frames are compressed with a 32 KiB window; a client that wants a smaller
+         * one is sent them uncompressed, which permessage-deflate allows for any message. */
+        if (ext_len > 0)
+            flags |= F_WS_DEFLATE | (params.server_window_bits == 15 ? F_WS_ZSEND : 0) |
+                     (params.client_no_context_takeover ? F_WS_CNCT : 0);
+    }
+    size_t protocol_len = choose_protocol(req, cfg->ws_protocols, protocol);
+    char head[sizeof(protocol) + RC_DEFLATE_RESPONSE_MAX + 256];
+    int n =
+        snprintf(head, sizeof(head),
+                 "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                 "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n%s%.*s%s%s%s%s\r\n",
+                 accept, protocol_len ? "Sec-WebSocket-Protocol: " : "", (int)protocol_len,
+                 protocol, protocol_len ? "\r\n" : "",
+                 ext_len > 0 ? "Sec-WebSocket-Extensions: " : "", ext, ext_len > 0 ? "\r\n" : "");
+    rc_assert(n > 0 && (size_t)n < sizeof(head));
+    struct rc_bytes *out = malloc(sizeof(*out) + (size_t)n);
+    if (!out) {
+        rc_stat_add(w->stats.alloc_failures, 1);
+        respond(w, c, RC_RESP_503);
+        return;
+    }
+    out->len = (uint32_t)n;
+    memcpy(out->data, head, (size_t)n);
+    subscribe(w, c, route->channel, route->channel_len, out, flags);
+}
+
 /* Routes a parsed request. The request points into bytes that are freed after this returns. */
 static void handle_request(struct rc_worker *w, struct rc_conn *c,
                            const struct rc_http_request *req)
@@ -394,14 +734,16 @@ static void handle_request(struct rc_worker *w, struct rc_conn *c,
     rc_http_route(req->target, req->target_len, &route);
     if (route.kind == RC_ROUTE_NOT_FOUND)
         respond(w, c, RC_RESP_404);
+    else if (route.kind == RC_ROUTE_BAD_CHANNEL)
+        respond(w, c, RC_RESP_400);
+    else if (route.kind == RC_ROUTE_WS)
+        ws_upgrade(w, c, req, &route);
     else if (!method_is_get(req))
         respond(w, c, RC_RESP_405);
     else if (route.kind == RC_ROUTE_HEALTH)
         respond(w, c, RC_RESP_HEALTH);
-    else if (route.kind == RC_ROUTE_BAD_CHANNEL)
-        respond(w, c, RC_RESP_400);
     else
-        subscribe(w, c, route.channel, route.channel_len);
+        subscribe(w, c, route.channel, route.channel_len, NULL, 0);
 }
 
 static enum rc_response error_response(int status)
@@ -419,26 +761,280 @@ static enum rc_response error_response(int status)
 }
 
 /*
+ * Side state for a WebSocket that has none while its bytes are handled: most reads hold whole
+ * frames and leave nothing behind, so the state is copied to the heap only when it must outlive
+ * the read. One per worker thread.
+ */
+static _Thread_local struct rc_ws ws_scratch;
+
+/* Whether the side state holds nothing that must outlive this moment. */
+static bool ws_idle(const struct rc_conn *c, const struct rc_ws *ws)
+{
+    return c->state == CONN_STREAMING && !ws->in_payload && !ws->hdr_len && !ws->msg.continues &&
+           !ws->inf && !ws->pong_queued && c->sending != SEND_CTL;
+}
+
+/*
+ * Begins the close handshake: the connection leaves its channel (no data frame may follow a
+ * Close), queues a Close with `code`, and has close_timeout to finish.
+ */
+static void ws_begin_close(struct rc_worker *w, struct rc_conn *c, struct rc_ws *ws, unsigned code)
+{
+    if (c->state != CONN_STREAMING)
+        return;
+    unsubscribe(w, c);
+    rc_link_insert_tail(&w->ws_closing, &c->link);
+    c->state = CONN_WS_CLOSING;
+    c->flags &= (uint16_t) ~(F_PING_DUE | F_PONG_WAIT);
+    ws->close_queued = true;
+    ws->close_code = (uint16_t)code;
+    ws->pong_queued = false;
+    ws->close_deadline = (uint32_t)(w->now_ms - w->start_ms + w->cfg->ws_close_timeout_ms);
+}
+
+/* Fails the connection (RFC 6455 section 7.1.7) for a protocol violation, with `code`. */
+static void ws_fail(struct rc_worker *w, struct rc_conn *c, struct rc_ws *ws, unsigned code)
+{
+    if (c->state != CONN_STREAMING)
+        return;
+    rc_stat_add(w->stats.ws_errors, 1);
+    ws_begin_close(w, c, ws, code);
+}
+
+/*
+ * Reads the header of the next frame from p[0..n), completing one split across reads. Returns
+ * the bytes used; ws->in_payload says whether the header is complete.
+ */
+static size_t ws_read_header(struct rc_ws *ws, const unsigned char *p, size_t n)
+{
+    size_t old = ws->hdr_len, take = n < RC_WS_MAX_HEADER - old ? n : RC_WS_MAX_HEADER - old;
+    const unsigned char *buf = p;
+    size_t len = n;
+
+    if (old) {
+        memcpy(ws->hdr + old, p, take);
+        buf = ws->hdr;
+        len = old + take;
+    }
+    int h = rc_ws_parse_frame(buf, len, &ws->frame);
+    if (h == -2) {
+        /* Fewer bytes than the longest header: they all fit. */
+        if (!old)
+            memcpy(ws->hdr, p, n);
+        ws->hdr_len = (uint8_t)len;
+        return n;
+    }
+    if (h == -1) {
+        /* A length with its top bit set: where the next frame starts is unknowable. */
+        ws->failed = true;
+        return n;
+    }
+    ws->hdr_len = 0;
+    ws->in_payload = true;
+    ws->payload_left = ws->frame.payload_len;
+    ws->payload_off = 0;
+    ws->ctl_len = 0;
+    return (size_t)h - old;
+}
+
+/* Checks a complete frame header against the protocol and prepares for its payload. */
+static void ws_on_header(struct rc_worker *w, struct rc_conn *c, struct rc_ws *ws)
+{
+    const struct rc_ws_frame *f = &ws->frame;
+    int code =
+        rc_ws_check_frame(f, &ws->msg, (c->flags & F_WS_DEFLATE) != 0, w->cfg->ws_max_message);
+    if (code) {
+        ws_fail(w, c, ws, (unsigned)code);
+        return;
+    }
+    if (f->opcode >= RC_WS_CLOSE)
+        return;
+    rc_ws_msgstate_update(&ws->msg, f);
+    if (f->opcode == RC_WS_CONTINUATION || !ws->msg.compressed)
+        return;
+    /*
+     * A compressed message inflates into a buffer of max_message bytes while it lasts. A window
+     * of 32 KiB inflates what any smaller window compressed.
+     */
+    if (!ws->inf)
+        ws->inf = rc_inflater_new(15, (c->flags & F_WS_CNCT) != 0);
+    ws->inflated = ws->inf ? malloc(w->cfg->ws_max_message) : NULL;
+    ws->inflated_len = 0;
+    if (!ws->inflated) {
+        rc_stat_add(w->stats.alloc_failures, 1);
+        ws_fail(w, c, ws, RC_WS_CLOSE_INTERNAL_ERROR);
+    }
+}
+
+/*
+ * Takes the next unmasked payload bytes of a data message (final: the message ends with them):
+ * inflates a compressed one, then validates text as the bytes arrive, so that invalid UTF-8
+ * fails at the frame that carries it. Returns 0 or the status to close with.
+ */
+static unsigned ws_on_data(struct rc_worker *w, struct rc_ws *ws, const unsigned char *p, size_t n,
+                           bool final)
+{
+    if (ws->msg.compressed) {
+        size_t before = ws->inflated_len;
+        int r = rc_inflate(ws->inf, p, n, final, ws->inflated, w->cfg->ws_max_message,
+                           &ws->inflated_len);
+        if (r == -EMSGSIZE)
+            return RC_WS_CLOSE_TOO_BIG;
+        if (r == -EBADMSG)
+            return RC_WS_CLOSE_INVALID_PAYLOAD;
+        if (r < 0)
+            return RC_WS_CLOSE_INTERNAL_ERROR;
+        p = ws->inflated + before;
+        n = ws->inflated_len - before;
+    }
+    if (ws->msg.opcode == RC_WS_TEXT && rc_utf8_feed(&ws->utf8, p, n, NULL) < 0)
+        return RC_WS_CLOSE_INVALID_PAYLOAD;
+    if (final && ws->msg.opcode == RC_WS_TEXT && !rc_utf8_complete(ws->utf8))
+        return RC_WS_CLOSE_INVALID_PAYLOAD;
+    return 0;
+}
+
+/* Handles a complete control frame from the client, its payload in ws->ctl. */
+static void ws_on_control(struct rc_worker *w, struct rc_conn *c, struct rc_ws *ws)
+{
+    const unsigned char *reason;
+    size_t reason_len;
+    unsigned code;
+
+    if (ws->frame.opcode == RC_WS_PING) {
+        /* Only the latest ping needs an answer (section 5.5.3). */
+        memcpy(ws->pong, ws->ctl, ws->ctl_len);
+        ws->pong_len = ws->ctl_len;
+        ws->pong_queued = true;
+    } else if (ws->frame.opcode == RC_WS_PONG) {
+        c->flags &= (uint16_t)~F_PONG_WAIT;
+    } else {
+        int bad = rc_ws_parse_close(ws->ctl, ws->ctl_len, &code, &reason, &reason_len);
+        ws->peer_closed = true;
+        if (bad)
+            ws_fail(w, c, ws, (unsigned)bad);
+        else
+            ws_begin_close(w, c, ws, code);
+    }
+}
+
+/* Ends a frame whose payload has all arrived. */
+static void ws_on_frame_end(struct rc_worker *w, struct rc_conn *c, struct rc_ws *ws)
+{
+    ws->in_payload = false;
+    if (c->state != CONN_STREAMING) {
+        /* After our Close only the client's Close matters; then the handshake is over. */
+        if (ws->frame.opcode == RC_WS_CLOSE) {
+            ws->peer_closed = true;
+            if (ws->close_sent)
+                conn_close(w, c);
+        }
+        return;
+    }
+    if (ws->frame.opcode >= RC_WS_CLOSE) {
+        ws_on_control(w, c, ws);
+        return;
+    }
+    if (ws->msg.continues)
+        return;
+    unsigned code = ws_on_data(w, ws, NULL, 0, true);
+    if (code) {
+        ws_fail(w, c, ws, code);
+        return;
+    }
+    /* The upstream path comes later: for now a message is counted and dropped. */
+    rc_stat_add(w->stats.ws_messages_in, 1);
+    ws->utf8 = RC_UTF8_INIT;
+    free(ws->inflated);
+    ws->inflated = NULL;
+    if (ws->msg.compressed && (c->flags & F_WS_CNCT)) {
+        rc_inflater_free(ws->inf);
+        ws->inf = NULL;
+    }
+}
+
+/*
+ * Handles bytes from a WebSocket client, p[0..n), which are unmasked in place. Frames are read
+ * as they come, whatever the split; the side state is kept (on the heap) only when something
+ * must outlive this read, and a control frame that became due is sent as soon as no send is in
+ * flight.
+ */
+static void ws_on_bytes(struct rc_worker *w, struct rc_conn *c, unsigned char *p, size_t n)
+{
+    struct rc_ws *ws = c->ws;
+    if (!ws) {
+        ws = &ws_scratch;
+        memset(ws, 0, sizeof(*ws));
+    }
+    while (n > 0 && !ws->failed && c->state != CONN_CLOSING) {
+        if (!ws->in_payload) {
+            size_t used = ws_read_header(ws, p, n);
+            p += used;
+            n -= used;
+            if (!ws->in_payload) {
+                if (ws->failed)
+                    ws_fail(w, c, ws, RC_WS_CLOSE_PROTOCOL_ERROR);
+                break;
+            }
+            if (c->state == CONN_STREAMING)
+                ws_on_header(w, c, ws);
+        }
+        size_t k = n < ws->payload_left ? n : (size_t)ws->payload_left;
+        if (k && c->state == CONN_STREAMING) {
+            rc_ws_unmask(p, k, ws->frame.mask, ws->payload_off);
+            if (ws->frame.opcode >= RC_WS_CLOSE) {
+                memcpy(ws->ctl + ws->ctl_len, p, k);
+                ws->ctl_len = (uint8_t)(ws->ctl_len + k);
+            } else {
+                unsigned code = ws_on_data(w, ws, p, k, false);
+                if (code)
+                    ws_fail(w, c, ws, code);
+            }
+        }
+        p += k;
+        n -= k;
+        ws->payload_off += k;
+        ws->payload_left -= k;
+        if (ws->payload_left == 0)
+            ws_on_frame_end(w, c, ws);
+    }
+    if (c->state == CONN_CLOSING)
+        return;
+    if (!c->ws && !ws_idle(c, ws)) {
+        c->ws = malloc(sizeof(*ws));
+        if (!c->ws) {
+            rc_stat_add(w->stats.alloc_failures, 1);
+            conn_close(w, c);
+            return;
+        }
+        memcpy(c->ws, ws, sizeof(*ws));
+    }
+    send_next(w, c);
+    if (c->ws && ws_idle(c, c->ws))
+        ws_free(c);
+}
+
+/*
  * Feeds received bytes to the request parser. A head that arrives whole is parsed straight
  * from the provided buffer; only a head split across reads is copied into a request buffer,
  * which lives until the head is complete.
  */
-static void on_request_bytes(struct rc_worker *w, struct rc_conn *c, const char *data, size_t len)
+static void on_request_bytes(struct rc_worker *w, struct rc_conn *c, char *data, size_t len)
 {
     const struct rc_config *cfg = w->cfg;
     struct rc_http_header headers[cfg->max_headers];
     struct rc_http_limits lim = {cfg->max_request_line, cfg->max_header_bytes, cfg->max_headers};
     struct rc_http_request req = {.headers = headers};
-    struct rc_reqbuf *rb = c->u.req;
-    const char *buf = data;
-    size_t blen = len;
+    struct rc_bytes *rb = c->u.req;
+    char *buf = data;
+    size_t blen = len, copied = len;
     int ret;
 
     if (rb) {
         size_t room = cfg->max_header_bytes - rb->len;
-        size_t n = len < room ? len : room;
-        memcpy(rb->data + rb->len, data, n);
-        rb->len += (uint32_t)n;
+        copied = len < room ? len : room;
+        memcpy(rb->data + rb->len, data, copied);
+        rb->len += (uint32_t)copied;
         buf = rb->data;
         blen = rb->len;
     }
@@ -458,10 +1054,20 @@ static void on_request_bytes(struct rc_worker *w, struct rc_conn *c, const char 
         }
         return;
     }
-    if (ret == -1)
+    if (ret == -1) {
         respond(w, c, error_response(req.status));
-    else
-        handle_request(w, c, &req);
+        return;
+    }
+    /* The request points into rb, which must outlive it and the bytes that follow the head. */
+    c->u.req = NULL;
+    handle_request(w, c, &req);
+    /* A WebSocket client may send frames right behind its head, in the same read. */
+    if (c->state == CONN_STREAMING && (c->flags & F_WS)) {
+        ws_on_bytes(w, c, (unsigned char *)buf + ret, blen - (size_t)ret);
+        if (copied < len && (c->state == CONN_STREAMING || c->state == CONN_WS_CLOSING))
+            ws_on_bytes(w, c, (unsigned char *)data + copied, len - copied);
+    }
+    free(rb);
 }
 
 static void arm_recv(struct rc_worker *w, struct rc_conn *c)
@@ -525,15 +1131,20 @@ static void on_accept(struct rc_worker *w, const struct rc_cqe *cqe)
 static void on_recv(struct rc_worker *w, struct rc_conn *c, const struct rc_cqe *cqe)
 {
     int bid = rc_ring_cqe_buffer(cqe);
-    if (!(cqe->flags & IORING_CQE_F_MORE))
-        c->flags &= ~F_RECV;
     if (cqe->res > 0) {
+        char *data;
         rc_assert(bid >= 0);
+        data = rc_ring_buffer(&w->ring, (unsigned)bid);
         /* After the head, a client has nothing to say over SSE: its bytes are dropped. */
         if (c->state == CONN_REQUEST)
-            on_request_bytes(w, c, rc_ring_buffer(&w->ring, (unsigned)bid), (size_t)cqe->res);
+            on_request_bytes(w, c, data, (size_t)cqe->res);
+        else if ((c->flags & F_WS) && (c->state == CONN_STREAMING || c->state == CONN_WS_CLOSING))
+            ws_on_bytes(w, c, (unsigned char *)data, (size_t)cqe->res);
         rc_ring_buffer_recycle(&w->ring, (unsigned)bid);
     }
+    /* Only now: a close while the bytes were handled must not free the connection under us. */
+    if (!(cqe->flags & IORING_CQE_F_MORE))
+        c->flags &= (uint16_t)~F_RECV;
     if (c->state == CONN_CLOSING) {
         conn_maybe_free(w, c);
         return;
@@ -553,7 +1164,7 @@ static void on_send(struct rc_worker *w, struct rc_conn *c, const struct rc_cqe 
 {
     uint8_t sending = c->sending;
 
-    c->flags &= (uint8_t)~F_SEND;
+    c->flags &= (uint16_t)~F_SEND;
     c->sending = SEND_NONE;
     if (cqe->res <= 0 || c->state == CONN_CLOSING) {
         drop_send(w, c, sending);
@@ -569,6 +1180,10 @@ static void on_send(struct rc_worker *w, struct rc_conn *c, const struct rc_cqe 
             send_static(w, c, c->resp);
         else if (sending == SEND_EVENT)
             send_event(w, c);
+        else if (sending == SEND_OWNED)
+            send_owned(w, c);
+        else if (sending == SEND_CTL)
+            send_ctl(w, c);
         else
             send_batch(w, c);
         return;
@@ -577,11 +1192,19 @@ static void on_send(struct rc_worker *w, struct rc_conn *c, const struct rc_cqe 
         conn_close(w, c);
         return;
     }
-    if (w->stopping && c->cursor == c->chan->head) {
+    /* The server closes the TCP connection once both Close frames have passed (section 7.1.1). */
+    if (c->state == CONN_WS_CLOSING && c->ws->close_sent && c->ws->peer_closed) {
+        conn_close(w, c);
+        return;
+    }
+    if (w->stopping && c->state == CONN_STREAMING && c->cursor == c->chan->head) {
         conn_close(w, c);
         return;
     }
     send_next(w, c);
+    /* The ws member is the request deadline of a connection that is not a WebSocket. */
+    if ((c->flags & F_WS) && c->ws && ws_idle(c, c->ws))
+        ws_free(c);
 }
 
 /*
@@ -623,18 +1246,77 @@ static void on_event(struct rc_worker *w, struct rc_event *ev)
                     rc_ud(ev, RC_OP_MSG_FAILED, 0));
 }
 
-/* Sends a heartbeat comment to a stream that has been silent for a whole interval. */
+/* Sends a heartbeat comment to an SSE stream that has been silent for a whole interval. */
 static void heartbeat_channel(void *arg, struct rc_channel *ch)
 {
     struct rc_worker *w = arg;
     for (struct rc_link *l = ch->subs.next; l != &ch->subs; l = l->next) {
         struct rc_conn *c = rc_container_of(l, struct rc_conn, link);
-        if (!(c->flags & (F_ACTIVE | F_SEND))) {
+        if (!(c->flags & (F_ACTIVE | F_SEND | F_WS))) {
             c->sent = 0;
             send_static(w, c, RC_RESP_HEARTBEAT);
             rc_stat_add(w->stats.heartbeats, 1);
         }
-        c->flags &= (uint8_t)~F_ACTIVE;
+        c->flags &= (uint16_t)~F_ACTIVE;
+    }
+}
+
+/* Pings every WebSocket of a channel: now, or after the send in flight. */
+static void ping_channel(void *arg, struct rc_channel *ch)
+{
+    struct rc_worker *w = arg;
+    for (struct rc_link *l = ch->subs.next; l != &ch->subs; l = l->next) {
+        struct rc_conn *c = rc_container_of(l, struct rc_conn, link);
+        if (!(c->flags & F_WS))
+            continue;
+        c->flags |= F_PONG_WAIT;
+        rc_stat_add(w->stats.ws_pings, 1);
+        if (c->flags & F_SEND) {
+            c->flags |= F_PING_DUE;
+        } else {
+            c->sent = 0;
+            send_static(w, c, RC_RESP_WS_PING);
+        }
+    }
+}
+
+/*
+ * Closes the WebSockets of a channel that have not answered the last ping, with 1001: the
+ * client is gone or stuck, and the Close tells one that is merely slow why.
+ */
+static void pong_check_channel(void *arg, struct rc_channel *ch)
+{
+    struct rc_worker *w = arg;
+    struct rc_link *l = ch->subs.next;
+    while (l != &ch->subs) {
+        struct rc_conn *c = rc_container_of(l, struct rc_conn, link);
+        l = l->next;
+        /* Leaving destroys the channel with its last subscriber; stop before touching it. */
+        bool last = l == &ch->subs;
+        if ((c->flags & (F_WS | F_PONG_WAIT)) == (F_WS | F_PONG_WAIT)) {
+            rc_stat_add(w->stats.ws_pong_timeouts, 1);
+            if (!c->ws && !(c->ws = calloc(1, sizeof(*c->ws)))) {
+                rc_stat_add(w->stats.alloc_failures, 1);
+                conn_close(w, c);
+            } else {
+                ws_begin_close(w, c, c->ws, RC_WS_CLOSE_GOING_AWAY);
+                send_next(w, c);
+            }
+        }
+        if (last)
+            break;
+    }
+}
+
+/* Drops WebSockets whose close handshake did not end within close_timeout (oldest first). */
+static void expire_ws_closing(struct rc_worker *w)
+{
+    uint32_t now = (uint32_t)(w->now_ms - w->start_ms);
+    while (!rc_link_empty(&w->ws_closing)) {
+        struct rc_conn *c = rc_container_of(w->ws_closing.next, struct rc_conn, link);
+        if ((int32_t)(c->ws->close_deadline - now) > 0)
+            break;
+        conn_close(w, c);
     }
 }
 
@@ -690,6 +1372,8 @@ static void begin_stop(struct rc_worker *w)
     rc_ring_cancel(&w->ring, rc_ud(w, RC_OP_ACCEPT, 0));
     while (!rc_link_empty(&w->pending))
         conn_close(w, rc_container_of(w->pending.next, struct rc_conn, link));
+    while (!rc_link_empty(&w->ws_closing))
+        conn_close(w, rc_container_of(w->ws_closing.next, struct rc_conn, link));
     rc_channel_foreach(&w->channels, close_idle_streams, w);
 }
 
@@ -713,7 +1397,7 @@ static void on_cqe(void *arg, const struct rc_cqe *cqe)
         break;
     case RC_OP_CLOSE:
         rc_assert(c->gen == rc_ud_gen(cqe->ud));
-        c->flags &= (uint8_t)~F_SHUT;
+        c->flags &= (uint16_t)~F_SHUT;
         conn_maybe_free(w, c);
         break;
     case RC_OP_EVENT:
@@ -738,6 +1422,16 @@ static int next_timeout(struct rc_worker *w)
     uint64_t next = w->now_ms + 1000;
     if (w->cfg->heartbeat_interval_ms && w->next_heartbeat_ms < next)
         next = w->next_heartbeat_ms;
+    if (w->cfg->ws_ping_interval_ms && w->next_ping_ms < next)
+        next = w->next_ping_ms;
+    if (w->pong_deadline_ms && w->pong_deadline_ms < next)
+        next = w->pong_deadline_ms;
+    if (!rc_link_empty(&w->ws_closing)) {
+        struct rc_conn *c = rc_container_of(w->ws_closing.next, struct rc_conn, link);
+        uint64_t d = w->start_ms + c->ws->close_deadline;
+        if (d < next)
+            next = d;
+    }
     if (!rc_link_empty(&w->pending)) {
         struct rc_conn *c = rc_container_of(w->pending.next, struct rc_conn, link);
         uint64_t d = w->start_ms + c->deadline;
@@ -792,6 +1486,7 @@ static int worker_init(struct rc_worker *w)
     rc_slab_init(&w->conns, sizeof(struct rc_conn), 1024);
     rc_slab_init(&w->batches, sizeof(struct rc_batch), 64);
     rc_link_init(&w->pending);
+    rc_link_init(&w->ws_closing);
     return 0;
 }
 
@@ -818,6 +1513,7 @@ static void *worker_main(void *arg)
         return NULL;
     w->start_ms = w->now_ms = monotonic_ms();
     w->next_heartbeat_ms = w->now_ms + w->cfg->heartbeat_interval_ms;
+    w->next_ping_ms = w->now_ms + w->cfg->ws_ping_interval_ms;
     arm_accept(w);
     for (;;) {
         int ret = rc_ring_run(&w->ring, next_timeout(w), on_cqe, w);
@@ -827,7 +1523,17 @@ static void *worker_main(void *arg)
             rc_channel_foreach(&w->channels, heartbeat_channel, w);
             w->next_heartbeat_ms = w->now_ms + w->cfg->heartbeat_interval_ms;
         }
+        if (w->pong_deadline_ms && w->now_ms >= w->pong_deadline_ms) {
+            w->pong_deadline_ms = 0;
+            rc_channel_foreach(&w->channels, pong_check_channel, w);
+        }
+        if (w->cfg->ws_ping_interval_ms && w->now_ms >= w->next_ping_ms) {
+            rc_channel_foreach(&w->channels, ping_channel, w);
+            w->next_ping_ms = w->now_ms + w->cfg->ws_ping_interval_ms;
+            w->pong_deadline_ms = w->now_ms + w->cfg->ws_pong_timeout_ms;
+        }
         expire_requests(w);
+        expire_ws_closing(w);
         if (w->accept_retry && !w->stopping) {
             w->accept_retry = false;
             arm_accept(w);

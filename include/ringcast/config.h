@@ -48,6 +48,15 @@ struct rc_config {
     uint32_t max_feed_connections;
     uint32_t max_pending; /* published events awaiting workers before the feed stops reading */
 
+    /* [websocket] */
+    char ws_protocols[256];        /* subprotocols spoken, "a,b" (empty: none) */
+    bool ws_compression;           /* offer permessage-deflate to clients that ask */
+    uint32_t ws_compress_min_size; /* bytes: smaller events go uncompressed */
+    uint32_t ws_max_message;       /* bytes of one client message */
+    uint32_t ws_ping_interval_ms;  /* 0 disables keepalive pings */
+    uint32_t ws_pong_timeout_ms;   /* below ws_ping_interval_ms */
+    uint32_t ws_close_timeout_ms;  /* wait for the client's close after ours */
+
     /* [log] */
     enum rc_log_level log_level;
 };

@@ -2,7 +2,9 @@
  * Events: immutable, reference-counted, encoded once.
  *
  * The feed builds one rc_event per publish: the channel name and the wire bytes every
- * subscriber receives, in a single allocation. It then hands the same pointer to every worker.
+ * subscriber receives, for each protocol, in a single allocation: the SSE frame, the WebSocket
+ * frame, and, when compression is on and the event is large enough, the WebSocket frame
+ * compressed with permessage-deflate. It then hands the same pointer to every worker.
  * Holders are counted twice over so that the hot path stays free of shared writes:
  *  - `refs` (atomic) counts threads that hold the event: the feed until it has replied to the
  *    publisher, and each worker while it still uses the event.
@@ -14,6 +16,7 @@
 #define RINGCAST_EVENT_H
 
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -27,9 +30,20 @@ struct rc_event {
     uint16_t channel_len;
     uint16_t nworkers;
     uint32_t sse_len;
-    const char *channel; /* points into data[] */
-    const char *sse;     /* the SSE frame, points into data[] */
-    uint32_t wrefs[];    /* nworkers counters, then the channel name, then the SSE frame */
+    uint32_t ws_len;
+    uint32_t wsz_len;         /* 0 when there is no compressed frame */
+    const char *channel;      /* points into data[] */
+    const char *sse;          /* the SSE frame, points into data[] */
+    const unsigned char *ws;  /* the WebSocket frame, header and payload, after the SSE frame */
+    const unsigned char *wsz; /* the compressed WebSocket frame (RSV1 set), or NULL */
+    uint32_t wrefs[];         /* nworkers counters, then the channel name and the frames */
+};
+
+/* How an event's WebSocket frame carries its payload. */
+enum rc_event_ws_kind {
+    RC_EVENT_WS_AUTO = 0, /* text when the payload is valid UTF-8, binary otherwise */
+    RC_EVENT_WS_TEXT,     /* text; the payload must be valid UTF-8 */
+    RC_EVENT_WS_BINARY,
 };
 
 /* The fields of a publish, as the feed parsed them. */
@@ -42,11 +56,16 @@ struct rc_event_spec {
     size_t type_len;
     const char *payload;
     size_t payload_len;
+    enum rc_event_ws_kind ws_kind;
+    bool compress; /* also build the permessage-deflate frame */
 };
 
 /*
  * Builds an event with refs = nworkers + 1 (every worker and the feed) and pending = nworkers.
- * Returns NULL when memory is short.
+ * With spec->compress the payload is compressed once (a 32 KiB window, no context), and the
+ * compressed frame is kept only when it is shorter than the plain one: a connection that
+ * negotiated compression may always be sent an uncompressed message. Returns NULL when memory
+ * is short (or compression fails).
  */
 struct rc_event *rc_event_new(const struct rc_event_spec *spec, uint64_t seq, unsigned nworkers);
 

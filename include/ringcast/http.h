@@ -66,12 +66,13 @@ enum rc_route_kind {
     RC_ROUTE_NOT_FOUND = 0, /* answer 404 */
     RC_ROUTE_HEALTH,        /* GET /health */
     RC_ROUTE_SSE,           /* GET /sse/<channel> */
-    RC_ROUTE_BAD_CHANNEL,   /* /sse/<something that is not a valid channel name>: answer 400 */
+    RC_ROUTE_WS,            /* GET /ws/<channel>: a WebSocket upgrade */
+    RC_ROUTE_BAD_CHANNEL,   /* /sse/ or /ws/ and not a valid channel name: answer 400 */
 };
 
 struct rc_route {
     enum rc_route_kind kind;
-    const char *channel; /* for RC_ROUTE_SSE: points into the target */
+    const char *channel; /* for RC_ROUTE_SSE and RC_ROUTE_WS: points into the target */
     size_t channel_len;
     const char *query; /* the bytes after '?', or NULL when there is no query */
     size_t query_len;

@@ -26,6 +26,11 @@ struct rc_worker_stats {
     uint64_t slow_disconnects;  /* subscribers closed for falling more than max_lag behind */
     uint64_t heartbeats;        /* heartbeat comments sent */
     uint64_t alloc_failures;    /* connections closed because memory was short */
+    uint64_t ws_upgrades;       /* WebSocket handshakes answered with 101 */
+    uint64_t ws_messages_in;    /* complete data messages received from WebSocket clients */
+    uint64_t ws_errors;         /* WebSocket connections closed for a protocol violation */
+    uint64_t ws_pings;          /* keepalive pings sent */
+    uint64_t ws_pong_timeouts;  /* WebSocket connections closed for not answering a ping */
 };
 
 struct rc_feed_stats {

@@ -25,11 +25,13 @@ struct rc_server;
 enum rc_response {
     RC_RESP_SSE_HEAD = 0, /* the 200 head of an event stream, and the retry: hint */
     RC_RESP_HEARTBEAT,
+    RC_RESP_WS_PING, /* a WebSocket Ping frame without payload */
     RC_RESP_HEALTH,
     RC_RESP_400,
     RC_RESP_404,
     RC_RESP_405,
     RC_RESP_414,
+    RC_RESP_426, /* a WebSocket version other than 13 */
     RC_RESP_431,
     RC_RESP_503,
     RC_RESP_505,
@@ -48,12 +50,15 @@ struct rc_worker {
     struct rc_slab conns;
     struct rc_slab batches; /* multi-event sends in flight */
     struct rc_channel_table channels;
-    struct rc_link pending;         /* connections still reading their request, oldest first */
+    struct rc_link pending;    /* connections still reading their request, oldest first */
+    struct rc_link ws_closing; /* WebSocket connections in their close handshake, oldest first */
     char *responses[RC_RESP_COUNT]; /* owned */
     uint32_t response_len[RC_RESP_COUNT];
     uint64_t start_ms; /* CLOCK_MONOTONIC at start; connection deadlines count from it */
     uint64_t now_ms;   /* refreshed once per loop iteration */
     uint64_t next_heartbeat_ms;
+    uint64_t next_ping_ms;     /* when WebSocket clients are pinged next */
+    uint64_t pong_deadline_ms; /* when the clients pinged last must have answered; 0: none */
     uint64_t stop_deadline_ms; /* when streams still open after a stop are cut */
     bool stopping;
     bool accept_retry; /* the multishot accept ended on an error; re-arm at the next tick */

@@ -58,6 +58,13 @@ static const char *config_diff(const struct rc_config *a, const struct rc_config
     SAME(max_payload);
     SAME(max_feed_connections);
     SAME(max_pending);
+    SAME_STR(ws_protocols);
+    SAME(ws_compression);
+    SAME(ws_compress_min_size);
+    SAME(ws_max_message);
+    SAME(ws_ping_interval_ms);
+    SAME(ws_pong_timeout_ms);
+    SAME(ws_close_timeout_ms);
     SAME(log_level);
 #undef SAME
 #undef SAME_STR
@@ -92,6 +99,13 @@ TEST(defaults)
     CHECK_EQ(c.max_payload, 1024 * 1024);
     CHECK_EQ(c.max_feed_connections, 64);
     CHECK_EQ(c.max_pending, 4096);
+    CHECK(strcmp(c.ws_protocols, "") == 0);
+    CHECK_EQ(c.ws_compression, false);
+    CHECK_EQ(c.ws_compress_min_size, 1024);
+    CHECK_EQ(c.ws_max_message, 65536);
+    CHECK_EQ(c.ws_ping_interval_ms, 30000);
+    CHECK_EQ(c.ws_pong_timeout_ms, 10000);
+    CHECK_EQ(c.ws_close_timeout_ms, 5000);
     CHECK_EQ(c.log_level, RC_LOG_INFO);
 }
 
@@ -104,7 +118,9 @@ TEST(empty_and_comment_only_files)
     rc_config_defaults(&d);
     CHECK_EQ(load(&c, "", err, sizeof(err)), 0);
     CHECK_EQ(load(&c, "; comment\n# comment\n\n   \n\t\n", err, sizeof(err)), 0);
-    CHECK_EQ(load(&c, "[server]\n[http]\n[sse]\n[channels]\n[feed]\n[log]\n", err, sizeof(err)), 0);
+    CHECK_EQ(load(&c, "[server]\n[http]\n[sse]\n[channels]\n[feed]\n[websocket]\n[log]\n", err,
+                  sizeof(err)),
+             0);
     CHECK(config_diff(&c, &d) == NULL);
     CHECK_EQ(err[0], '\0');
 }
@@ -137,6 +153,14 @@ TEST(every_key_parsed)
                                "max_payload = 64k\n"
                                "max_connections = 8\n"
                                "max_pending = 100000\n"
+                               "[websocket]\n"
+                               "protocols = chat.v2, chat.v1\n"
+                               "compression = on\n"
+                               "compress_min_size = 0\n"
+                               "max_message = 1m\n"
+                               "ping_interval = 0\n"
+                               "pong_timeout = 0.5\n"
+                               "close_timeout = 1.25\n"
                                "[log]\n"
                                "level = debug\n";
     struct rc_config c;
@@ -166,6 +190,13 @@ TEST(every_key_parsed)
     CHECK_EQ(c.max_payload, 65536);
     CHECK_EQ(c.max_feed_connections, 8);
     CHECK_EQ(c.max_pending, 100000);
+    CHECK(strcmp(c.ws_protocols, "chat.v2,chat.v1") == 0);
+    CHECK_EQ(c.ws_compression, true);
+    CHECK_EQ(c.ws_compress_min_size, 0);
+    CHECK_EQ(c.ws_max_message, 1048576);
+    CHECK_EQ(c.ws_ping_interval_ms, 0);
+    CHECK_EQ(c.ws_pong_timeout_ms, 500);
+    CHECK_EQ(c.ws_close_timeout_ms, 1250);
     CHECK_EQ(c.log_level, RC_LOG_DEBUG);
     CHECK_EQ(rc_config_validate(&c, err, sizeof(err)), 0);
 }
@@ -676,6 +707,47 @@ TEST(load_file_too_large)
     unlink(path);
     CHECK_EQ(r, -EFBIG);
     CHECK(strncmp(err, path, strlen(path)) == 0);
+}
+
+TEST(websocket_protocols_and_keepalive)
+{
+    struct rc_config c;
+    char err[256] = "", want[256];
+
+    rc_config_defaults(&c);
+    CHECK_EQ(load(&c, "[websocket]\nprotocols = a\n", err, sizeof(err)), 0);
+    CHECK(strcmp(c.ws_protocols, "a") == 0);
+    CHECK_EQ(load(&c, "[websocket]\nprotocols = mqtt ,\tv2.json  ,x-y_z\n", err, sizeof(err)), 0);
+    CHECK(strcmp(c.ws_protocols, "mqtt,v2.json,x-y_z") == 0);
+    CHECK_EQ(load(&c, "[websocket]\nprotocols =\n", err, sizeof(err)), 0);
+    CHECK(strcmp(c.ws_protocols, "") == 0);
+    static const char *const refused[] = {"a,",  ",a",  "a,,b",  "a b",
+                                          "a;b", "a/b", "\"a\"", "a,\t,b"};
+    for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
+        char text[64];
+        snprintf(text, sizeof(text), "[websocket]\nprotocols = %s\n", refused[i]);
+        CHECK_EQ(load(&c, text, err, sizeof(err)), -EINVAL);
+        snprintf(want, sizeof(want),
+                 "t.ini:2: protocols: expected a comma-separated list of tokens, at most 255 "
+                 "bytes, got '%s'",
+                 refused[i]);
+        CHECK(strcmp(err, want) == 0);
+    }
+    CHECK_EQ(load(&c, "[websocket]\ncompression = yes\n", err, sizeof(err)), -EINVAL);
+    CHECK(strcmp(err, "t.ini:2: compression: expected on or off, got 'yes'") == 0);
+    CHECK_EQ(load(&c, "[websocket]\nmax_message = 124\n", err, sizeof(err)), -EINVAL);
+    CHECK(strcmp(err, "t.ini:2: max_message: expected a size in bytes 125-64m (suffix k, m or g "
+                      "allowed), got '124'") == 0);
+
+    /* The pong of one ping must be due before the next ping. */
+    rc_config_defaults(&c);
+    CHECK_EQ(load(&c, "[websocket]\nping_interval = 10\npong_timeout = 10\n", err, sizeof(err)), 0);
+    CHECK_EQ(rc_config_validate(&c, err, sizeof(err)), -EINVAL);
+    CHECK(strcmp(err, "pong_timeout (10000 ms) must be below ping_interval (10000 ms)") == 0);
+    CHECK_EQ(load(&c, "[websocket]\nping_interval = 0\n", err, sizeof(err)), 0);
+    CHECK_EQ(rc_config_validate(&c, err, sizeof(err)), 0);
+    CHECK_EQ(load(&c, "[websocket]\nping_interval = 10.001\n", err, sizeof(err)), 0);
+    CHECK_EQ(rc_config_validate(&c, err, sizeof(err)), 0);
 }
 
 TEST(shipped_file_is_the_defaults)

@@ -5,13 +5,19 @@
 #include <stdlib.h>
 
 #include "ringcast/channel.h"
+#include "ringcast/deflate.h"
 #include "ringcast/event.h"
+#include "ringcast/ws.h"
 #include "test.h"
 
 static struct rc_event *make(const char *channel, const char *payload, uint64_t seq, unsigned nw)
 {
-    struct rc_event_spec spec = {channel, strlen(channel), "7", 1, NULL, 0,
-                                 payload, strlen(payload)};
+    struct rc_event_spec spec = {.channel = channel,
+                                 .channel_len = strlen(channel),
+                                 .id = "7",
+                                 .id_len = 1,
+                                 .payload = payload,
+                                 .payload_len = strlen(payload)};
     return rc_event_new(&spec, seq, nw);
 }
 
@@ -21,12 +27,113 @@ TEST(event_holds_channel_and_encoded_frame)
     CHECK(ev != NULL);
     CHECK_MEM(ev->channel, ev->channel_len, "news");
     CHECK_MEM(ev->sse, ev->sse_len, "id: 7\ndata: a\ndata: b\n\n");
+    /* A final, unmasked text frame of 3 bytes; no compressed frame was asked for. */
+    CHECK_MEM(ev->ws, ev->ws_len,
+              "\x81\x03"
+              "a\nb");
+    CHECK(ev->wsz == NULL);
+    CHECK_EQ(ev->wsz_len, 0);
     CHECK_EQ(ev->hash, rc_channel_hash("news", 4));
     CHECK_EQ(atomic_load(&ev->refs), 3);
     CHECK_EQ(atomic_load(&ev->pending), 2);
     rc_event_put(ev);
     rc_event_put(ev);
     rc_event_put(ev); /* the last put frees it; ASan reports a leak otherwise */
+}
+
+/* Builds a one-worker event and drops the feed's reference, leaving the worker's. */
+static struct rc_event *make_ws(const char *payload, size_t len, enum rc_event_ws_kind kind,
+                                bool compress)
+{
+    struct rc_event_spec spec = {.channel = "c",
+                                 .channel_len = 1,
+                                 .id = "1",
+                                 .id_len = 1,
+                                 .payload = payload,
+                                 .payload_len = len,
+                                 .ws_kind = kind,
+                                 .compress = compress};
+    struct rc_event *ev = rc_event_new(&spec, 1, 1);
+    if (ev)
+        rc_event_put(ev);
+    return ev;
+}
+
+TEST(websocket_opcode_follows_the_payload_unless_the_publisher_chooses)
+{
+    struct rc_event *ev = make_ws("caf\xc3\xa9", 5, RC_EVENT_WS_AUTO, false);
+    CHECK_MEM(ev->ws, ev->ws_len,
+              "\x81\x05"
+              "caf\xc3\xa9");
+    rc_event_put(ev);
+    /* A truncated code point is not text. */
+    ev = make_ws("caf\xc3", 4, RC_EVENT_WS_AUTO, false);
+    CHECK_MEM(ev->ws, ev->ws_len,
+              "\x82\x04"
+              "caf\xc3");
+    rc_event_put(ev);
+    ev = make_ws("text", 4, RC_EVENT_WS_BINARY, false);
+    CHECK_MEM(ev->ws, ev->ws_len,
+              "\x82\x04"
+              "text");
+    rc_event_put(ev);
+    ev = make_ws("", 0, RC_EVENT_WS_TEXT, false);
+    CHECK_EQ(ev->ws_len, 2);
+    CHECK(memcmp(ev->ws, "\x81\x00", 2) == 0);
+    rc_event_put(ev);
+}
+
+TEST(websocket_frame_lengths)
+{
+    static char big[70000];
+    size_t sizes[] = {125, 126, 65535, 65536, 70000};
+    memset(big, 'x', sizeof(big));
+    for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+        struct rc_event *ev = make_ws(big, sizes[i], RC_EVENT_WS_AUTO, false);
+        size_t head = sizes[i] < 126 ? 2 : sizes[i] < 65536 ? 4 : 10;
+        CHECK(ev != NULL);
+        CHECK_EQ(ev->ws_len, head + sizes[i]);
+        CHECK_EQ(ev->ws[0], 0x81);
+        CHECK(memcmp(ev->ws + head, big, sizes[i]) == 0);
+        /* The SSE frame is intact next to it. */
+        CHECK(memcmp(ev->sse, "id: 1\ndata: xxx", 15) == 0);
+        rc_event_put(ev);
+    }
+}
+
+TEST(compressed_frame_inflates_to_the_payload)
+{
+    static char payload[4000];
+    unsigned char out[sizeof(payload)];
+    size_t out_len = 0;
+    for (size_t i = 0; i < sizeof(payload); i++)
+        payload[i] = (char)('a' + i % 7);
+    struct rc_event *ev = make_ws(payload, sizeof(payload), RC_EVENT_WS_AUTO, true);
+    CHECK(ev != NULL && ev->wsz != NULL);
+    CHECK(ev->wsz_len < ev->ws_len);
+    /* Text, final, RSV1: the first frame of a compressed message. */
+    CHECK_EQ(ev->wsz[0], 0xc1);
+    struct rc_ws_frame f;
+    int h = rc_ws_parse_frame(ev->wsz, ev->wsz_len, &f);
+    CHECK(h > 0);
+    CHECK_EQ(f.payload_len, ev->wsz_len - (size_t)h);
+    struct rc_inflater *inf = rc_inflater_new(15, true);
+    CHECK(inf != NULL);
+    CHECK_EQ(rc_inflate(inf, ev->wsz + h, f.payload_len, true, out, sizeof(out), &out_len), 0);
+    rc_inflater_free(inf);
+    CHECK_EQ(out_len, sizeof(payload));
+    CHECK(memcmp(out, payload, sizeof(payload)) == 0);
+    CHECK_MEM(ev->ws, 4, "\x81\x7e\x0f\xa0");
+    rc_event_put(ev);
+}
+
+TEST(incompressible_payload_keeps_only_the_plain_frame)
+{
+    struct rc_event *ev = make_ws("\xff\xfe", 2, RC_EVENT_WS_AUTO, true);
+    CHECK(ev != NULL);
+    CHECK(ev->wsz == NULL);
+    CHECK_MEM(ev->ws, ev->ws_len, "\x82\x02\xff\xfe");
+    rc_event_put(ev);
 }
 
 TEST(local_uses_give_up_the_worker_reference_once)

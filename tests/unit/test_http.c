@@ -485,4 +485,34 @@ TEST(routes)
     CHECK_EQ(r.kind, RC_ROUTE_NOT_FOUND);
 }
 
+TEST(routes_websocket)
+{
+    struct rc_route r;
+
+    rc_http_route(S("/ws/news"), &r);
+    CHECK_EQ(r.kind, RC_ROUTE_WS);
+    CHECK_MEM(r.channel, r.channel_len, "news");
+    CHECK(r.query == NULL);
+    rc_http_route(S("/ws/a.b:c@d-e_f?token=1"), &r);
+    CHECK_EQ(r.kind, RC_ROUTE_WS);
+    CHECK_MEM(r.channel, r.channel_len, "a.b:c@d-e_f");
+    CHECK_MEM(r.query, r.query_len, "token=1");
+
+    rc_http_route(S("/ws/"), &r);
+    CHECK_EQ(r.kind, RC_ROUTE_BAD_CHANNEL);
+    rc_http_route(S("/ws/a/b"), &r);
+    CHECK_EQ(r.kind, RC_ROUTE_BAD_CHANNEL);
+    rc_http_route(S("/ws/a%20b"), &r);
+    CHECK_EQ(r.kind, RC_ROUTE_BAD_CHANNEL);
+
+    rc_http_route(S("/ws"), &r);
+    CHECK_EQ(r.kind, RC_ROUTE_NOT_FOUND);
+    rc_http_route(S("/wsx/news"), &r);
+    CHECK_EQ(r.kind, RC_ROUTE_NOT_FOUND);
+    rc_http_route(S("/WS/news"), &r);
+    CHECK_EQ(r.kind, RC_ROUTE_NOT_FOUND);
+    rc_http_route(S("/sse/ws/news"), &r);
+    CHECK_EQ(r.kind, RC_ROUTE_BAD_CHANNEL);
+}
+
 TEST_MAIN()

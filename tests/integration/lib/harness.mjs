@@ -7,6 +7,7 @@
 
 import { spawn, execFile } from 'node:child_process';
 import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
@@ -144,7 +145,7 @@ export function makeTempDir() {
   return fs.mkdtempSync(path.join(base, 'rc-it-'));
 }
 
-const SECTION_ORDER = ['server', 'http', 'sse', 'channels', 'feed', 'log'];
+const SECTION_ORDER = ['server', 'http', 'sse', 'channels', 'feed', 'websocket', 'log'];
 
 /** Renders {section: {key: value}} as ini text; keys whose value is null/undefined are left out. */
 export function renderIni(sections) {
@@ -998,4 +999,167 @@ export function payloadLines(payload) {
 /** The exact frame for a payload with a known id (and optional event type). */
 export function expectedFrame(id, payload, event) {
   return `id: ${id}\n${event ? `event: ${event}\n` : ''}${payloadLines(payload).map((l) => `data: ${l}\n`).join('')}\n`;
+}
+
+// ---------------------------------------------------------------------------------------------
+// WebSocket over a raw socket, for exact bytes and malformed frames.
+
+/** A valid Sec-WebSocket-Key (16 random bytes, base64). */
+export function wsKey() {
+  return crypto.randomBytes(16).toString('base64');
+}
+
+/** The Sec-WebSocket-Accept value RFC 6455 prescribes for a key. */
+export function wsAccept(key) {
+  return crypto.createHash('sha1').update(key + '258EAFA5-E914-47DA-95CA-C5AB0DC85B11').digest('base64');
+}
+
+/** The head of a WebSocket upgrade request for `target`, with extra header lines. */
+export function wsRequest(target, { key = wsKey(), headers = [], omit = [] } = {}) {
+  const base = {
+    Host: '127.0.0.1',
+    Upgrade: 'websocket',
+    Connection: 'Upgrade',
+    'Sec-WebSocket-Key': key,
+    'Sec-WebSocket-Version': '13',
+  };
+  const lines = Object.entries(base).filter(([k]) => !omit.includes(k)).map(([k, v]) => `${k}: ${v}`);
+  return `GET ${target} HTTP/1.1\r\n${[...lines, ...headers].map((h) => h + '\r\n').join('')}\r\n`;
+}
+
+/**
+ * Encodes one client frame. Options: fin (true), rsv (0-7, the RSV1-3 bits), mask (true),
+ * len (override the length field, for lies), payload (Buffer or string).
+ */
+export function wsFrame(opcode, payload = Buffer.alloc(0), { fin = true, rsv = 0, mask = true, len } = {}) {
+  const data = Buffer.isBuffer(payload) ? payload : Buffer.from(payload, 'utf8');
+  const n = len ?? data.length;
+  const head = [((fin ? 0x80 : 0) | (rsv << 4) | opcode) & 0xff];
+  let ext = Buffer.alloc(0);
+  if (n < 126) {
+    head.push((mask ? 0x80 : 0) | n);
+  } else if (n < 65536) {
+    head.push((mask ? 0x80 : 0) | 126);
+    ext = Buffer.alloc(2);
+    ext.writeUInt16BE(n);
+  } else {
+    head.push((mask ? 0x80 : 0) | 127);
+    ext = Buffer.alloc(8);
+    ext.writeBigUInt64BE(BigInt(n));
+  }
+  if (!mask) return Buffer.concat([Buffer.from(head), ext, data]);
+  const key = crypto.randomBytes(4);
+  const masked = Buffer.from(data);
+  for (let i = 0; i < masked.length; i++) masked[i] ^= key[i & 3];
+  return Buffer.concat([Buffer.from(head), ext, key, masked]);
+}
+
+/**
+ * Opens a raw WebSocket on `target` (default /ws/<channel>), with extra request header lines
+ * `headers`, or sends `request` instead (whose key the accept check then cannot know). Returns
+ * a client with
+ *   head (parsed response head), frames: [{fin, rsv, opcode, payload}], closed,
+ *   send(bytes), frame(opcode, payload, opts), waitFrames(n, ms), waitClosed(ms), close().
+ * Server frames must be unmasked; a masked one is recorded with masked: true.
+ */
+export function wsRaw(port, channel, { target, request, headers = [], timeout = 5000 } = {}) {
+  const key = wsKey();
+  const s = net.connect({ host: '127.0.0.1', port });
+  s.setNoDelay(true);
+  const client = { socket: s, key, head: null, headText: '', frames: [], closed: false, error: null };
+  let buf = Buffer.alloc(0);
+  let notify = () => {};
+  const changed = () => {
+    const n = notify;
+    notify = () => {};
+    n();
+  };
+  s.on('connect', () => s.write(request ?? wsRequest(target ?? `/ws/${channel}`, { key, headers })));
+  s.on('data', (d) => {
+    buf = Buffer.concat([buf, d]);
+    if (!client.head) {
+      const i = buf.indexOf('\r\n\r\n');
+      if (i < 0) return;
+      client.headText = buf.subarray(0, i).toString('latin1');
+      client.head = parseHead(client.headText);
+      buf = buf.subarray(i + 4);
+    }
+    for (;;) {
+      if (buf.length < 2) break;
+      let n = buf[1] & 0x7f;
+      let off = 2;
+      if (n === 126) {
+        if (buf.length < 4) break;
+        n = buf.readUInt16BE(2);
+        off = 4;
+      } else if (n === 127) {
+        if (buf.length < 10) break;
+        n = Number(buf.readBigUInt64BE(2));
+        off = 10;
+      }
+      const masked = (buf[1] & 0x80) !== 0;
+      if (masked) off += 4;
+      if (buf.length < off + n) break;
+      client.frames.push({
+        fin: (buf[0] & 0x80) !== 0,
+        rsv: (buf[0] >> 4) & 7,
+        opcode: buf[0] & 0x0f,
+        masked,
+        payload: Buffer.from(buf.subarray(off, off + n)),
+      });
+      buf = buf.subarray(off + n);
+    }
+    changed();
+  });
+  s.on('error', (e) => {
+    client.error = e;
+  });
+  s.on('close', () => {
+    client.closed = true;
+    changed();
+  });
+  client.waitFor = async (pred, ms = timeout, what = 'WebSocket condition') => {
+    const deadline = Date.now() + ms;
+    for (;;) {
+      if (pred(client)) return client;
+      const left = deadline - Date.now();
+      if (left <= 0 || client.closed) {
+        if (pred(client)) return client;
+        throw new Error(`${what}: ${client.closed ? 'connection closed' : `timed out after ${ms} ms`}; ` +
+          `head=${fmt(client.headText)} frames=${fmt(client.frames.map((f) => [f.opcode, f.payload.length]))}`);
+      }
+      let t;
+      await Promise.race([new Promise((r) => (notify = r)), new Promise((r) => (t = setTimeout(r, Math.min(left, 200))))]);
+      clearTimeout(t);
+    }
+  };
+  client.waitHead = (ms = timeout) => client.waitFor((c) => c.head !== null, ms, 'response head');
+  client.waitFrames = (n, ms = timeout) => client.waitFor((c) => c.frames.length >= n, ms, `${n} frames`);
+  client.waitClosed = async (ms = timeout) => {
+    await client.waitFor((c) => c.closed, ms, 'close').catch(() => {});
+    return client.closed;
+  };
+  client.send = (bytes) => s.write(bytes);
+  client.frame = (opcode, payload, opts) => s.write(wsFrame(opcode, payload, opts));
+  client.close = () => s.destroy();
+  return client;
+}
+
+/** Opens a raw WebSocket and asserts the 101 with the right accept key. */
+export async function wsOpen(port, channel, opts = {}) {
+  const c = wsRaw(port, channel, opts);
+  try {
+    await c.waitHead();
+    assert.equal(c.head.status, 101, c.headText);
+    assert.equal(c.head.headers['sec-websocket-accept']?.[0], wsAccept(c.key));
+  } catch (e) {
+    c.close();
+    throw e;
+  }
+  return c;
+}
+
+/** The status code of a Close frame's payload, or null for an empty one. */
+export function closeCode(frame) {
+  return frame.payload.length >= 2 ? frame.payload.readUInt16BE(0) : null;
 }
