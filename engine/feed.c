@@ -434,6 +434,17 @@ static void process(struct rc_feed *f, struct feed_conn *fc)
     conn_finish(f, fc);
 }
 
+/* Frees a connection's memory; its descriptor is the caller's to close. */
+static void conn_free(struct feed_conn *fc)
+{
+    free(fc->in.p);
+    free(fc->out.p);
+    free(fc->wire.p);
+    free(fc->stage.p);
+    free(fc->q);
+    free(fc);
+}
+
 /* Frees a connection once its peer is gone or its last reply is out, and nothing is pending. */
 static void conn_finish(struct rc_feed *f, struct feed_conn *fc)
 {
@@ -445,12 +456,7 @@ static void conn_finish(struct rc_feed *f, struct feed_conn *fc)
         rc_link_remove(&fc->plink);
     rc_link_remove(&fc->link);
     rc_ring_close(&f->ring, fc->fd);
-    free(fc->in.p);
-    free(fc->out.p);
-    free(fc->wire.p);
-    free(fc->stage.p);
-    free(fc->q);
-    free(fc);
+    conn_free(fc);
     rc_stat_add(f->stats.connections, -1);
 }
 
@@ -578,12 +584,7 @@ static void feed_cleanup(struct rc_feed *f)
             rc_event_put(fc->q[(fc->q_head + i) % fc->q_cap].ev);
         rc_link_remove(&fc->link);
         close(fc->fd);
-        free(fc->in.p);
-        free(fc->out.p);
-        free(fc->wire.p);
-        free(fc->stage.p);
-        free(fc->q);
-        free(fc);
+        conn_free(fc);
     }
     close(f->listen_fd);
     unlink(f->cfg->socket);
