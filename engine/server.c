@@ -8,6 +8,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,8 +37,13 @@ int rc_server_thread_ready(struct rc_server *s)
     return s->start_ok;
 }
 
-/* Opens one SO_REUSEPORT listening socket; each worker gets its own, the kernel spreads load. */
-static int open_listener(const struct rc_config *cfg)
+/*
+ * Opens one listening socket; each worker gets its own with SO_REUSEPORT and the kernel spreads
+ * load. With `reuseport` false it only checks that the address is free: SO_REUSEPORT would let
+ * ringcast share a port that another process of the same user already serves, and silently
+ * take half its clients.
+ */
+static int open_listener(const struct rc_config *cfg, bool reuseport)
 {
     struct addrinfo hints = {.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV | AI_PASSIVE,
                              .ai_socktype = SOCK_STREAM};
@@ -57,7 +63,7 @@ static int open_listener(const struct rc_config *cfg)
     }
     /* Accepted sockets inherit TCP_NODELAY: events are small and must not wait for Nagle. */
     if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
-        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0 ||
+        (reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0) ||
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) < 0 ||
         bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, 4096) < 0) {
         ret = -errno;
@@ -231,6 +237,13 @@ int rc_server_run(const struct rc_config *cfg)
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
 
+    int probe = open_listener(&s->cfg, false);
+    if (probe < 0) {
+        rc_error("cannot listen on %s:%u: %s", cfg->listen_host, cfg->listen_port,
+                 probe == -EADDRINUSE ? "the address is already in use" : strerror(-probe));
+        return 1;
+    }
+    close(probe);
     uint32_t capacity = cfg->max_connections_per_worker;
     if (capacity > s->nofile)
         capacity = s->nofile;
@@ -240,7 +253,7 @@ int rc_server_run(const struct rc_config *cfg)
         w->server = s;
         w->cfg = &s->cfg;
         w->capacity = capacity;
-        w->listen_fd = open_listener(&s->cfg);
+        w->listen_fd = open_listener(&s->cfg, true);
         if (w->listen_fd < 0) {
             rc_error("cannot listen on %s:%u: %s", cfg->listen_host, cfg->listen_port,
                      strerror(-w->listen_fd));

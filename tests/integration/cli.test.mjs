@@ -237,6 +237,24 @@ describe('starting with an invalid config fails the same way', () => {
     assert.equal(r.signal, null);
   });
 
+  test('a port another ringcast already serves is refused, not silently shared', async () => {
+    const port = await freePort();
+    const first = iniFile(['[server]', `listen = 127.0.0.1:${port}`, 'workers = 2', '[feed]',
+      `socket = ${path.join(dir, 'first.sock')}`]);
+    const second = iniFile(['[server]', `listen = 127.0.0.1:${port}`, 'workers = 2', '[feed]',
+      `socket = ${path.join(dir, 'second.sock')}`]);
+    const p = spawn(BIN, ['-c', first], { stdio: ['ignore', 'ignore', 'pipe'] });
+    try {
+      assert.equal(await waitExit(p, 500), null, 'the first instance runs');
+      const r = await runBin(['-c', second], { timeout: 5000 });
+      assert.notEqual(r.code, 0);
+      assert.match(r.stderr, /already in use/);
+    } finally {
+      p.kill('SIGTERM');
+      if (!(await waitExit(p, 5000))) p.kill('SIGKILL');
+    }
+  });
+
   test('a valid config does start (control case): the process is still up after 1 s', async () => {
     const port = await freePort();
     const sock = path.join(dir, 'ctl.sock');
