@@ -259,9 +259,16 @@ int rc_http_parse_request(const char *buf, size_t len, const struct rc_http_limi
 const struct rc_http_header *rc_http_find_header(const struct rc_http_request *req,
                                                  const char *name)
 {
+    return rc_http_next_header(req, NULL, name);
+}
+
+const struct rc_http_header *rc_http_next_header(const struct rc_http_request *req,
+                                                 const struct rc_http_header *prev,
+                                                 const char *name)
+{
     size_t n = strlen(name);
 
-    for (size_t i = 0; i < req->num_headers; i++) {
+    for (size_t i = prev ? (size_t)(prev - req->headers) + 1 : 0; i < req->num_headers; i++) {
         const struct rc_http_header *h = &req->headers[i];
 
         if (h->name_len == n && ascii_case_equal(h->name, name, n))

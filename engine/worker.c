@@ -9,7 +9,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <time.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -582,23 +581,15 @@ static bool method_is_get(const struct rc_http_request *req)
     return req->method_len == 3 && memcmp(req->method, "GET", 3) == 0;
 }
 
-/* Whether header h is named `name` (ASCII case-insensitive). */
-static bool header_is(const struct rc_http_header *h, const char *name)
-{
-    return h->name_len == strlen(name) && strncasecmp(h->name, name, h->name_len) == 0;
-}
-
 /*
  * Chooses the subprotocol: the first element of the client's Sec-WebSocket-Protocol fields that
  * is in the configured list "a,b". Returns its length (it is copied to out), or 0 for none.
  */
 static size_t choose_protocol(const struct rc_http_request *req, const char *configured, char *out)
 {
-    for (size_t i = 0; i < req->num_headers; i++) {
-        const struct rc_http_header *h = &req->headers[i];
+    const struct rc_http_header *h = NULL;
+    while ((h = rc_http_next_header(req, h, "Sec-WebSocket-Protocol")) != NULL) {
         const char *p = h->value, *end = h->value + h->value_len;
-        if (!header_is(h, "Sec-WebSocket-Protocol"))
-            continue;
         while (p < end) {
             const char *comma = memchr(p, ',', (size_t)(end - p));
             const char *e = comma ? comma : end;
@@ -628,14 +619,13 @@ static size_t choose_protocol(const struct rc_http_request *req, const char *con
 static int negotiate_deflate(const struct rc_http_request *req, struct rc_deflate_params *params,
                              char resp[RC_DEFLATE_RESPONSE_MAX])
 {
-    const struct rc_http_header *one = NULL;
+    static const char name[] = "Sec-WebSocket-Extensions";
+    const struct rc_http_header *one = NULL, *h = NULL;
     size_t count = 0, total = 0;
-    for (size_t i = 0; i < req->num_headers; i++) {
-        if (header_is(&req->headers[i], "Sec-WebSocket-Extensions")) {
-            one = &req->headers[i];
-            count++;
-            total += one->value_len + 2;
-        }
+    while ((h = rc_http_next_header(req, h, name)) != NULL) {
+        one = h;
+        count++;
+        total += h->value_len + 2;
     }
     if (count <= 1)
         return one ? rc_deflate_negotiate(one->value, one->value_len, params, resp) : 0;
@@ -643,10 +633,7 @@ static int negotiate_deflate(const struct rc_http_request *req, struct rc_deflat
     size_t n = 0;
     if (!joined)
         return 0;
-    for (size_t i = 0; i < req->num_headers; i++) {
-        const struct rc_http_header *h = &req->headers[i];
-        if (!header_is(h, "Sec-WebSocket-Extensions"))
-            continue;
+    while ((h = rc_http_next_header(req, h, name)) != NULL) {
         if (n) {
             memcpy(joined + n, ", ", 2);
             n += 2;

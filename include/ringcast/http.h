@@ -54,6 +54,14 @@ const struct rc_http_header *rc_http_find_header(const struct rc_http_request *r
                                                  const char *name);
 
 /*
+ * Returns the next header named `name` after `prev` (NULL: from the start), or NULL. Fields
+ * that may repeat, such as Sec-WebSocket-Extensions, are read as one list this way.
+ */
+const struct rc_http_header *rc_http_next_header(const struct rc_http_request *req,
+                                                 const struct rc_http_header *prev,
+                                                 const char *name);
+
+/*
  * Whether a comma-separated header value contains `token` as one of its elements (ASCII
  * case-insensitive, optional whitespace around commas), as in "Connection: keep-alive, Upgrade".
  */

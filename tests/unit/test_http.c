@@ -386,6 +386,22 @@ TEST(find_header_ignores_case)
     CHECK(rc_http_find_header(&req, "") == NULL);
 }
 
+TEST(next_header_walks_repeated_fields_in_order)
+{
+    struct rc_http_request req;
+    const struct rc_http_header *h = NULL;
+
+    CHECK(parse(S("GET / HTTP/1.1\r\nhost: a\r\nUPGRADE: b\r\nHost: c\r\n\r\n"), &roomy, &req) > 0);
+    h = rc_http_next_header(&req, h, "HOST");
+    CHECK(h != NULL);
+    CHECK_MEM(h->value, h->value_len, "a");
+    h = rc_http_next_header(&req, h, "HOST");
+    CHECK(h != NULL);
+    CHECK_MEM(h->value, h->value_len, "c");
+    CHECK(rc_http_next_header(&req, h, "HOST") == NULL);
+    CHECK(rc_http_next_header(&req, NULL, "Origin") == NULL);
+}
+
 TEST(has_token_in_comma_lists)
 {
     CHECK(rc_http_has_token(S("Upgrade"), "upgrade"));
