@@ -511,8 +511,9 @@ static bool advance(struct rc_worker *w, struct rc_conn *c, uint8_t sending, uin
         c->u.ev = NULL;
     } else {
         struct rc_batch *b = c->u.batch;
-        while (b->first < b->n && c->sent >= event_frame_len(c, b->ev[b->first])) {
-            c->sent -= event_frame_len(c, b->ev[b->first]);
+        uint32_t len;
+        while (b->first < b->n && c->sent >= (len = event_frame_len(c, b->ev[b->first]))) {
+            c->sent -= len;
             c->cursor++;
             rc_event_unuse(b->ev[b->first], w->id);
             b->first++;
