@@ -49,6 +49,8 @@ void rc_config_defaults(struct rc_config *c)
     c->listen_port = 8080;
     c->workers = 0;
     c->max_connections_per_worker = 100000;
+    c->max_connections = 0;
+    c->max_connections_per_address = 0;
     c->shutdown_grace_ms = 5000;
     c->recv_buffers = 1024;
     c->recv_buffer_size = 4096;
@@ -64,13 +66,19 @@ void rc_config_defaults(struct rc_config *c)
     c->watch_disconnects = true;
 
     c->history_size = 1024;
+    c->history_ttl_ms = 300000;
     c->max_lag = 1024;
+    c->max_lag_bytes = 4 * 1024 * 1024;
+    c->max_channels_per_connection = 16;
+    c->nprefixes = 0;
 
     strcpy(c->socket, "ringcast.sock");
     c->socket_mode = 0660;
     c->max_payload = 1024 * 1024;
     c->max_feed_connections = 64;
     c->max_pending = 4096;
+    c->feed_idle_timeout_ms = 600000;
+    c->max_subscriber_buffer = 4 * 1024 * 1024;
 
     c->ws_protocols[0] = '\0';
     c->ws_compression = false;
@@ -79,6 +87,8 @@ void rc_config_defaults(struct rc_config *c)
     c->ws_ping_interval_ms = 30000;
     c->ws_pong_timeout_ms = 10000;
     c->ws_close_timeout_ms = 5000;
+    c->ws_upstream_max_pending = 1024;
+    c->ws_max_queued = 64;
 
     c->log_level = RC_LOG_INFO;
 }

@@ -15,12 +15,16 @@
 
 #include "ringcast/log.h"
 
+#define RC_CONFIG_MAX_PREFIXES 32
+
 struct rc_config {
     /* [server] */
     char listen_host[64];                /* IPv4 or IPv6 literal, without brackets */
     uint16_t listen_port;                /* "listen = 127.0.0.1:8080" or "[::1]:8080" */
     uint32_t workers;                    /* 0 means one per online CPU ("auto") */
     uint32_t max_connections_per_worker; /* capped again by RLIMIT_NOFILE per ring */
+    uint32_t max_connections;            /* over all workers; 0: only the per-worker limit */
+    uint32_t max_connections_per_address; /* from one client IP address; 0: no limit */
     uint32_t shutdown_grace_ms;          /* "shutdown_grace" in seconds, fractions allowed */
     uint32_t recv_buffers;               /* provided receive buffers per worker (power of 2) */
     uint32_t recv_buffer_size;           /* bytes per provided receive buffer */
@@ -38,8 +42,17 @@ struct rc_config {
     bool watch_disconnects;         /* keep a receive armed on streams to see hang-ups at once */
 
     /* [channels] */
-    uint32_t history_size; /* events kept per channel and worker */
-    uint32_t max_lag;      /* events a subscriber may be behind before it is disconnected */
+    uint32_t history_size;    /* events kept per channel and worker */
+    uint32_t history_ttl_ms;  /* events older than this leave the history; 0: kept by count */
+    uint32_t max_lag;         /* events a subscriber may be behind before it is disconnected */
+    uint64_t max_lag_bytes;   /* bytes of events it may be behind; 0: no byte limit */
+    uint32_t max_channels_per_connection;
+    uint32_t nprefixes; /* entries of prefixes[] in use */
+    struct rc_config_prefix {
+        char prefix[129];        /* channels whose name starts with this */
+        uint32_t history_size;   /* replace the [channels] values for them */
+        uint32_t history_ttl_ms;
+    } prefixes[RC_CONFIG_MAX_PREFIXES]; /* "[channels:PREFIX]" sections; the longest match wins */
 
     /* [feed] */
     char socket[108]; /* UNIX socket path (sun_path holds 108 bytes) */
@@ -47,6 +60,8 @@ struct rc_config {
     uint32_t max_payload; /* bytes of one bulk argument, so of one event payload */
     uint32_t max_feed_connections;
     uint32_t max_pending; /* published events awaiting workers before the feed stops reading */
+    uint32_t feed_idle_timeout_ms;   /* publisher connections silent this long are closed; 0: never */
+    uint64_t max_subscriber_buffer;  /* bytes queued to a SUBSCRIBEd feed connection before it is cut */
 
     /* [websocket] */
     char ws_protocols[256];        /* subprotocols spoken, "a,b" (empty: none) */
@@ -56,6 +71,8 @@ struct rc_config {
     uint32_t ws_ping_interval_ms;  /* 0 disables keepalive pings */
     uint32_t ws_pong_timeout_ms;   /* below ws_ping_interval_ms */
     uint32_t ws_close_timeout_ms;  /* wait for the client's close after ours */
+    uint32_t ws_upstream_max_pending; /* client messages on their way to the feed, per worker */
+    uint32_t ws_max_queued;           /* feed SEND messages waiting for one connection */
 
     /* [log] */
     enum rc_log_level log_level;

@@ -29,6 +29,10 @@ enum rc_op {
     RC_OP_ACK,        /* message: every worker has handed an event out (ptr is the rc_event) */
     RC_OP_STOP,       /* message: begin an orderly shutdown */
     RC_OP_MSG_FAILED, /* source-side failure of a message; ptr is the message's object */
+    RC_OP_UPSTREAM,   /* message: a client message for the feed (ptr is the rc_upstream) */
+    RC_OP_UPSTREAM_DONE, /* message: the feed has pushed it; back to its worker */
+    RC_OP_DIRECT,        /* message: a feed command for one connection (ptr is the rc_direct) */
+    RC_OP_DIRECT_DONE,   /* message: the worker has applied it; back to the feed */
     RC_OP_COUNT
 };
 
