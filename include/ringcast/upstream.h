@@ -54,8 +54,8 @@ struct rc_upstream {
 };
 
 enum rc_direct_kind {
-    RC_DIRECT_SEND = 1, /* send `frame` (a complete WebSocket frame) to the connection */
-    RC_DIRECT_CLOSE,    /* close the connection with `code` and the reason in `frame` */
+    RC_DIRECT_SEND = 1, /* send the payload in data[] to the connection as one message */
+    RC_DIRECT_CLOSE,    /* close the connection with `code` and the reason in data[] */
 };
 
 /* A feed command for one connection, and its result on the way back. */
@@ -65,8 +65,9 @@ struct rc_direct {
     void *origin;      /* the feed connection that sent the command; the feed's */
     int result;        /* set by the worker: 1 applied, 0 no such connection, -EAGAIN full */
     uint16_t code;     /* RC_DIRECT_CLOSE: the close status */
+    bool binary;       /* RC_DIRECT_SEND: a binary message (else text, valid UTF-8) */
     uint32_t len;      /* bytes in data[] */
-    unsigned char data[]; /* RC_DIRECT_SEND: the frame; RC_DIRECT_CLOSE: the reason (<= 123) */
+    unsigned char data[]; /* RC_DIRECT_SEND: the payload; RC_DIRECT_CLOSE: the reason (<= 123) */
 };
 
 #endif
