@@ -68,7 +68,12 @@ export function startProxy(targetPort, { host = '127.0.0.1', rng = Math.random }
     client.setNoDelay(true);
     const upstream = net.connect({ host, port: targetPort, allowHalfOpen: true });
     upstream.setNoDelay(true);
-    const pair = { client, upstream, closed: 0 };
+    const pair = { client, upstream, first: '', up: 0, down: 0 };
+    client.on('data', (d) => {
+      if (!pair.up) pair.first = d.subarray(0, Math.max(0, d.indexOf('\r\n'))).toString('latin1');
+      pair.up += d.length;
+    });
+    upstream.on('data', (d) => (pair.down += d.length));
     pairs.add(pair);
     const done = () => {
       if (!pairs.delete(pair)) return;
@@ -116,6 +121,9 @@ export function startProxy(targetPort, { host = '127.0.0.1', rng = Math.random }
     }
     return cut(chosen, opts);
   };
+
+  /** What the held connections are, for failure messages: [{request, up, down}]. */
+  px.describe = () => [...pairs].map((p) => ({ request: p.first, up: p.up, down: p.down }));
 
   px.setDown = (v) => {
     down = !!v;
