@@ -22,7 +22,7 @@ uint32_t rc_channel_hash(const char *name, size_t len)
     return h;
 }
 
-int rc_channel_table_init(struct rc_channel_table *t, unsigned worker, uint32_t history_size)
+int rc_channel_table_init(struct rc_channel_table *t, unsigned worker)
 {
     memset(t, 0, sizeof(*t));
     t->buckets = calloc(INITIAL_BUCKETS, sizeof(*t->buckets));
@@ -30,7 +30,6 @@ int rc_channel_table_init(struct rc_channel_table *t, unsigned worker, uint32_t 
         return -ENOMEM;
     t->mask = INITIAL_BUCKETS - 1;
     t->worker = worker;
-    t->history_size = history_size;
     return 0;
 }
 
@@ -39,6 +38,7 @@ void rc_channel_table_destroy(struct rc_channel_table *t)
     struct rc_channel *ch;
     while ((ch = rc_channel_any(t)) != NULL) {
         rc_link_init(&ch->subs);
+        rc_link_init(&ch->xsubs);
         ch->nsubs = 0;
         rc_channel_destroy(t, ch);
     }
@@ -79,13 +79,14 @@ static void maybe_rehash(struct rc_channel_table *t)
 }
 
 struct rc_channel *rc_channel_create(struct rc_channel_table *t, const char *name, size_t len,
-                                     uint32_t hash)
+                                     uint32_t hash, const struct rc_history_limits *limits)
 {
-    rc_assert(len <= UINT16_MAX);
+    rc_assert(len <= UINT16_MAX && limits->size > 0);
     struct rc_channel *ch = calloc(1, sizeof(*ch) + len);
     if (!ch)
         return NULL;
-    uint32_t cap = t->history_size < INITIAL_HISTORY ? t->history_size : INITIAL_HISTORY;
+    ch->limits = *limits;
+    uint32_t cap = limits->size < INITIAL_HISTORY ? limits->size : INITIAL_HISTORY;
     uint32_t pow2 = 1;
     while (pow2 < cap)
         pow2 <<= 1;
@@ -96,6 +97,7 @@ struct rc_channel *rc_channel_create(struct rc_channel_table *t, const char *nam
     }
     ch->mask = pow2 - 1;
     rc_link_init(&ch->subs);
+    rc_link_init(&ch->xsubs);
     ch->hash = hash;
     ch->name_len = (uint16_t)len;
     memcpy(ch->name, name, len);
@@ -108,14 +110,16 @@ struct rc_channel *rc_channel_create(struct rc_channel_table *t, const char *nam
 
 void rc_channel_destroy(struct rc_channel_table *t, struct rc_channel *ch)
 {
-    rc_assert(ch->nsubs == 0 && rc_link_empty(&ch->subs));
+    rc_assert(ch->nsubs == 0 && rc_link_empty(&ch->subs) && rc_link_empty(&ch->xsubs));
+    if (ch->dropped_seq > t->forgotten_seq)
+        t->forgotten_seq = ch->dropped_seq;
     struct rc_channel **pp = &t->buckets[ch->hash & t->mask];
     while (*pp != ch)
         pp = &(*pp)->hnext;
     *pp = ch->hnext;
     t->count--;
     for (uint64_t s = ch->tail; s < ch->head; s++)
-        rc_event_unuse(ch->ring[s & ch->mask], t->worker);
+        rc_event_unuse(ch->ring[s & ch->mask].ev, t->worker);
     free(ch->ring);
     free(ch);
 }
@@ -148,7 +152,7 @@ void rc_channel_foreach(struct rc_channel_table *t, void (*fn)(void *arg, struct
 static int grow_ring(struct rc_channel *ch)
 {
     uint32_t ncap = (ch->mask + 1) * 2;
-    struct rc_event **nr = malloc(ncap * sizeof(*nr));
+    struct rc_slot *nr = malloc(ncap * sizeof(*nr));
     if (!nr)
         return -ENOMEM;
     for (uint64_t s = ch->tail; s < ch->head; s++)
@@ -159,21 +163,64 @@ static int grow_ring(struct rc_channel *ch)
     return 0;
 }
 
+/* The oldest event leaves the history. */
+static void drop_oldest(struct rc_channel_table *t, struct rc_channel *ch)
+{
+    struct rc_event *ev = ch->ring[ch->tail & ch->mask].ev;
+    ch->dropped_seq = ev->seq;
+    ch->tail++;
+    rc_event_unuse(ev, t->worker);
+}
+
 void rc_channel_append(struct rc_channel_table *t, struct rc_channel *ch, struct rc_event *ev)
 {
     uint64_t len = ch->head - ch->tail;
     /* Grow while under the configured size; when growing fails, forget the oldest instead. */
-    if (len >= t->history_size || (len == (uint64_t)ch->mask + 1 && grow_ring(ch) < 0)) {
-        rc_event_unuse(ch->ring[ch->tail & ch->mask], t->worker);
-        ch->tail++;
-    }
+    if (len >= ch->limits.size || (len == (uint64_t)ch->mask + 1 && grow_ring(ch) < 0))
+        drop_oldest(t, ch);
     rc_event_use(ev, t->worker);
-    ch->ring[ch->head & ch->mask] = ev;
+    ch->ring[ch->head & ch->mask] = (struct rc_slot){ev, ch->bytes_in};
     ch->head++;
+    ch->bytes_in += ev->payload_len;
+    while (ch->head - ch->tail > 1 && rc_channel_bytes_after(ch, ch->tail) > ch->limits.max_bytes)
+        drop_oldest(t, ch);
 }
 
-struct rc_event *rc_channel_at(const struct rc_channel *ch, uint64_t seq)
+void rc_channel_expire(struct rc_channel_table *t, struct rc_channel *ch, uint64_t now_ms)
 {
-    rc_assert(seq >= ch->tail && seq < ch->head);
-    return ch->ring[seq & ch->mask];
+    if (!ch->limits.ttl_ms)
+        return;
+    while (ch->tail < ch->head &&
+           rc_channel_at(ch, ch->tail)->time_ms + ch->limits.ttl_ms <= now_ms)
+        drop_oldest(t, ch);
+}
+
+uint64_t rc_channel_bytes_after(const struct rc_channel *ch, uint64_t seq)
+{
+    rc_assert(seq >= ch->tail && seq <= ch->head);
+    return seq == ch->head ? 0 : ch->bytes_in - ch->ring[seq & ch->mask].bytes;
+}
+
+uint64_t rc_channel_after(const struct rc_channel *ch, uint64_t engine_seq)
+{
+    /* Engine sequence numbers rise along the history: a binary search finds the boundary. */
+    uint64_t lo = ch->tail, hi = ch->head;
+    while (lo < hi) {
+        uint64_t mid = lo + (hi - lo) / 2;
+        if (rc_channel_at(ch, mid)->seq <= engine_seq)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+uint64_t rc_channel_find_id(const struct rc_channel *ch, const char *id, size_t len)
+{
+    for (uint64_t s = ch->head; s-- > ch->tail;) {
+        const struct rc_event *ev = rc_channel_at(ch, s);
+        if (ev->id_len == len && memcmp(rc_event_id(ev), id, len) == 0)
+            return s;
+    }
+    return ch->head;
 }

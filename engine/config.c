@@ -67,6 +67,7 @@ void rc_config_defaults(struct rc_config *c)
 
     c->history_size = 1024;
     c->history_ttl_ms = 300000;
+    c->history_max_bytes = 8 * 1024 * 1024;
     c->max_lag = 1024;
     c->max_lag_bytes = 4 * 1024 * 1024;
     c->max_channels_per_connection = 16;
@@ -783,4 +784,23 @@ int rc_config_validate(const struct rc_config *c, char *err, size_t errlen)
         return -EINVAL;
     }
     return 0;
+}
+
+void rc_config_channel_history(const struct rc_config *c, const char *name, size_t len,
+                               uint32_t *size, uint32_t *ttl_ms, uint64_t *max_bytes)
+{
+    size_t best = 0;
+    *size = c->history_size;
+    *ttl_ms = c->history_ttl_ms;
+    *max_bytes = c->history_max_bytes;
+    for (uint32_t i = 0; i < c->nprefixes; i++) {
+        const struct rc_config_prefix *p = &c->prefixes[i];
+        size_t n = strlen(p->prefix);
+        if (n > best && n <= len && memcmp(p->prefix, name, n) == 0) {
+            best = n;
+            *size = p->history_size;
+            *ttl_ms = p->history_ttl_ms;
+            *max_bytes = p->history_max_bytes;
+        }
+    }
 }

@@ -5,6 +5,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "ringcast/assert.h"
 #include "ringcast/channel.h"
@@ -33,7 +34,14 @@ struct rc_event *rc_event_new(const struct rc_event_spec *spec, uint64_t seq, un
         opcode = RC_WS_BINARY;
     size_t ws_head_len = rc_ws_frame_header(ws_head, opcode, true, false, spec->payload_len);
     size_t ws_len = ws_head_len + spec->payload_len;
-    if (sse_len > UINT32_MAX || ws_len > UINT32_MAX)
+    /* The envelope: "event <id> <channel>[ <type>]\n" before the payload, in the same opcode. */
+    size_t env_line =
+        6 + spec->id_len + 1 + spec->channel_len + (spec->type ? 1 + spec->type_len : 0) + 1;
+    unsigned char env_head[RC_WS_MAX_SERVER_HEADER];
+    size_t env_head_len =
+        rc_ws_frame_header(env_head, opcode, true, false, env_line + spec->payload_len);
+    size_t env_len = env_head_len + env_line + spec->payload_len;
+    if (sse_len > UINT32_MAX || env_len > UINT32_MAX || spec->id_len > UINT16_MAX)
         return NULL;
     if (spec->compress) {
         if (rc_deflate_message(spec->payload, spec->payload_len, &z, &z_len, DEFLATE_WINDOW_BITS) <
@@ -46,7 +54,7 @@ struct rc_event *rc_event_new(const struct rc_event_spec *spec, uint64_t seq, un
             z_len = wsz_head_len = 0;
         }
     }
-    ev = malloc(head + spec->channel_len + sse_len + ws_len + wsz_head_len + z_len);
+    ev = malloc(head + spec->channel_len + sse_len + ws_len + env_len + wsz_head_len + z_len);
     if (!ev) {
         free(z);
         return NULL;
@@ -55,6 +63,11 @@ struct rc_event *rc_event_new(const struct rc_event_spec *spec, uint64_t seq, un
     atomic_init(&ev->pending, nworkers);
     atomic_init(&ev->handed, 0);
     ev->seq = seq;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    ev->time_ms = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+    ev->payload_len = (uint32_t)spec->payload_len;
+    ev->id_len = (uint16_t)spec->id_len;
     ev->origin = NULL;
     ev->hash = rc_channel_hash(spec->channel, spec->channel_len);
     ev->channel_len = (uint16_t)spec->channel_len;
@@ -74,6 +87,24 @@ struct rc_event *rc_event_new(const struct rc_event_spec *spec, uint64_t seq, un
     ev->ws = (const unsigned char *)p;
     ev->ws_len = (uint32_t)ws_len;
     p += ws_len;
+    ev->env = (const unsigned char *)p;
+    ev->env_len = (uint32_t)env_len;
+    memcpy(p, env_head, env_head_len);
+    p += env_head_len;
+    memcpy(p, "event ", 6);
+    memcpy(p + 6, spec->id, spec->id_len);
+    p += 6 + spec->id_len;
+    *p++ = ' ';
+    memcpy(p, spec->channel, spec->channel_len);
+    p += spec->channel_len;
+    if (spec->type) {
+        *p++ = ' ';
+        memcpy(p, spec->type, spec->type_len);
+        p += spec->type_len;
+    }
+    *p++ = '\n';
+    memcpy(p, spec->payload, spec->payload_len);
+    p += spec->payload_len;
     ev->wsz = NULL;
     ev->wsz_len = 0;
     if (z) {

@@ -341,8 +341,62 @@ void rc_http_route(const char *target, size_t target_len, struct rc_route *route
     }
     if (path_len == sizeof health - 1 && memcmp(target, health, path_len) == 0)
         route->kind = RC_ROUTE_HEALTH;
+    else if (path_len == sizeof sse - 2 && memcmp(target, sse, path_len) == 0)
+        route->kind = RC_ROUTE_SSE; /* channels in the query */
+    else if (path_len == sizeof ws - 2 && memcmp(target, ws, path_len) == 0)
+        route->kind = RC_ROUTE_WS;
     else if (path_len >= sizeof sse - 1 && memcmp(target, sse, sizeof sse - 1) == 0)
         route_channel(target + sizeof sse - 1, path_len - (sizeof sse - 1), RC_ROUTE_SSE, route);
     else if (path_len >= sizeof ws - 1 && memcmp(target, ws, sizeof ws - 1) == 0)
         route_channel(target + sizeof ws - 1, path_len - (sizeof ws - 1), RC_ROUTE_WS, route);
+}
+
+bool rc_http_query_next(const char *q, size_t len, size_t *pos, const char **key, size_t *key_len,
+                        const char **value, size_t *value_len)
+{
+    while (*pos < len) {
+        const char *p = q + *pos, *end = q + len;
+        const char *amp = memchr(p, '&', (size_t)(end - p));
+        const char *e = amp ? amp : end;
+        *pos = (size_t)(e - q) + (amp != NULL);
+        if (e == p)
+            continue; /* "a=1&&b=2": an empty parameter is no parameter */
+        const char *eq = memchr(p, '=', (size_t)(e - p));
+        *key = p;
+        *key_len = (size_t)((eq ? eq : e) - p);
+        *value = eq ? eq + 1 : e;
+        *value_len = (size_t)(e - *value);
+        return true;
+    }
+    return false;
+}
+
+static int hex_value(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+int rc_http_percent_decode(const char *s, size_t len, char *out)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (s[i] == '%') {
+            if (len - i < 3)
+                return -1;
+            int h = hex_value(s[i + 1]), l = hex_value(s[i + 2]);
+            if (h < 0 || l < 0)
+                return -1;
+            out[n++] = (char)(h * 16 + l);
+            i += 2;
+        } else {
+            out[n++] = s[i] == '+' ? ' ' : s[i];
+        }
+    }
+    return (int)n;
 }

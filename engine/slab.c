@@ -70,3 +70,31 @@ void rc_slab_free(struct rc_slab *s, void *obj)
     s->free_list = obj;
     s->used--;
 }
+
+/* Chunks are listed newest first; a chunk's ordinal counts from the oldest, so it never moves. */
+size_t rc_slab_index(const struct rc_slab *s, const void *obj)
+{
+    size_t nchunks = s->capacity / s->per_chunk, pos = 0;
+    const unsigned char *p = obj;
+    for (const struct rc_slab_chunk *c = s->chunks; c; c = c->next, pos++) {
+        if (p >= c->objects && p < c->objects + s->obj_size * s->per_chunk) {
+            size_t off = (size_t)(p - c->objects);
+            rc_assert(off % s->obj_size == 0);
+            return (nchunks - 1 - pos) * s->per_chunk + off / s->obj_size;
+        }
+    }
+    rc_assert(!"object is not from this slab");
+    return 0;
+}
+
+void *rc_slab_at(const struct rc_slab *s, size_t index)
+{
+    size_t nchunks = s->capacity / s->per_chunk;
+    size_t ordinal = index / s->per_chunk;
+    if (ordinal >= nchunks)
+        return NULL;
+    const struct rc_slab_chunk *c = s->chunks;
+    for (size_t pos = nchunks - 1 - ordinal; pos > 0; pos--)
+        c = c->next;
+    return (void *)(c->objects + (index % s->per_chunk) * s->obj_size);
+}

@@ -47,15 +47,32 @@ static inline int rc_link_empty(const struct rc_link *head)
 
 #define rc_container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
+/* One slot of a channel's history. */
+struct rc_slot {
+    struct rc_event *ev; /* holds one worker use */
+    uint64_t bytes;      /* payload bytes appended to the channel before this event */
+};
+
+/* How much history a channel keeps: [channels] or its "[channels:PREFIX]" section. */
+struct rc_history_limits {
+    uint32_t size;      /* events */
+    uint32_t ttl_ms;    /* 0: no time limit */
+    uint64_t max_bytes; /* payload bytes */
+};
+
 struct rc_channel {
     struct rc_channel *hnext; /* next in the same hash bucket */
-    struct rc_link subs;      /* subscribers; the nodes belong to the connections */
-    uint32_t nsubs;
+    struct rc_link subs;      /* connections with this one channel (rc_conn.link); theirs */
+    struct rc_link xsubs;     /* subscriptions of multi-channel connections; theirs */
+    uint32_t nsubs;           /* on both lists */
     uint32_t hash;
-    uint64_t head;          /* sequence number the next appended event gets */
-    uint64_t tail;          /* oldest sequence number still in the history */
-    struct rc_event **ring; /* history; slot = seq & mask; owns one worker use per event */
-    uint32_t mask;          /* ring capacity - 1; the ring grows by doubling up to the limit */
+    uint64_t head;        /* sequence number the next appended event gets */
+    uint64_t tail;        /* oldest sequence number still in the history */
+    uint64_t bytes_in;    /* payload bytes ever appended */
+    uint64_t dropped_seq; /* engine seq of the newest event that left the history; 0: none */
+    struct rc_slot *ring; /* history; slot = seq & mask */
+    uint32_t mask;        /* ring capacity - 1; the ring grows by doubling up to the limit */
+    struct rc_history_limits limits;
     uint16_t name_len;
     char name[];
 };
@@ -64,15 +81,15 @@ struct rc_channel_table {
     struct rc_channel **buckets; /* owned; chains of channels owned by the table */
     uint32_t mask;
     uint32_t count;
-    uint32_t history_size; /* most events a channel keeps */
-    unsigned worker;       /* index of the owning worker, for rc_event_use() */
+    unsigned worker;        /* index of the owning worker, for rc_event_use() */
+    uint64_t forgotten_seq; /* newest engine seq dropped by a channel since destroyed */
 };
 
 /* FNV-1a over the channel name; the feed computes it once per event. */
 uint32_t rc_channel_hash(const char *name, size_t len);
 
 /* Prepares an empty table. Returns 0 or -ENOMEM. */
-int rc_channel_table_init(struct rc_channel_table *t, unsigned worker, uint32_t history_size);
+int rc_channel_table_init(struct rc_channel_table *t, unsigned worker);
 
 /* Destroys every channel (releasing their histories) and the table. */
 void rc_channel_table_destroy(struct rc_channel_table *t);
@@ -83,7 +100,7 @@ struct rc_channel *rc_channel_find(struct rc_channel_table *t, const char *name,
 
 /* Creates a channel that is known not to exist. Returns NULL when memory is short. */
 struct rc_channel *rc_channel_create(struct rc_channel_table *t, const char *name, size_t len,
-                                     uint32_t hash);
+                                     uint32_t hash, const struct rc_history_limits *limits);
 
 /* Removes a channel that has no subscribers left and releases its history. */
 void rc_channel_destroy(struct rc_channel_table *t, struct rc_channel *ch);
@@ -96,12 +113,28 @@ void rc_channel_foreach(struct rc_channel_table *t, void (*fn)(void *arg, struct
                         void *arg);
 
 /*
- * Appends ev to the history, taking one worker use of it. When the history is full the oldest
- * event is dropped (and its use released), which advances `tail`.
+ * Appends ev to the history, taking one worker use of it. Then the oldest events leave while
+ * the history holds more than its limits allow (it always keeps the newest event), or when the
+ * ring cannot grow; each departure advances `tail` and sets `dropped_seq`.
  */
 void rc_channel_append(struct rc_channel_table *t, struct rc_channel *ch, struct rc_event *ev);
 
+/* Drops the events older than the channel's time limit at now_ms. */
+void rc_channel_expire(struct rc_channel_table *t, struct rc_channel *ch, uint64_t now_ms);
+
 /* The event with sequence number seq, which must lie in [tail, head). */
-struct rc_event *rc_channel_at(const struct rc_channel *ch, uint64_t seq);
+static inline struct rc_event *rc_channel_at(const struct rc_channel *ch, uint64_t seq)
+{
+    return ch->ring[seq & ch->mask].ev;
+}
+
+/* Payload bytes between sequence number seq (in [tail, head]) and the head. */
+uint64_t rc_channel_bytes_after(const struct rc_channel *ch, uint64_t seq);
+
+/* The first sequence number in [tail, head] whose event's engine seq is above engine_seq. */
+uint64_t rc_channel_after(const struct rc_channel *ch, uint64_t engine_seq);
+
+/* The sequence number of the event whose id is id[0..len), or head when none is. */
+uint64_t rc_channel_find_id(const struct rc_channel *ch, const char *id, size_t len);
 
 #endif

@@ -25,17 +25,22 @@ struct rc_event {
     atomic_uint pending; /* workers that have not yet handed it to their subscribers */
     atomic_ulong handed; /* subscribers it was handed to, summed over all workers */
     uint64_t seq;        /* engine sequence number: publish order across all channels */
+    uint64_t time_ms;    /* CLOCK_MONOTONIC at publish, for the history's time limit */
     void *origin;        /* the publishing feed connection; owned and read by the feed only */
     uint32_t hash;       /* rc_channel_hash() of the channel name */
     uint16_t channel_len;
     uint16_t nworkers;
     uint32_t sse_len;
     uint32_t ws_len;
-    uint32_t wsz_len;         /* 0 when there is no compressed frame */
+    uint32_t wsz_len; /* 0 when there is no compressed frame */
+    uint32_t env_len;
+    uint32_t payload_len;
+    uint16_t id_len;          /* the id is at sse + 4, right after "id: " */
     const char *channel;      /* points into data[] */
     const char *sse;          /* the SSE frame, points into data[] */
     const unsigned char *ws;  /* the WebSocket frame, header and payload, after the SSE frame */
     const unsigned char *wsz; /* the compressed WebSocket frame (RSV1 set), or NULL */
+    const unsigned char *env; /* the envelope-mode WebSocket frame: header line and payload */
     uint32_t wrefs[];         /* nworkers counters, then the channel name and the frames */
 };
 
@@ -68,6 +73,12 @@ struct rc_event_spec {
  * is short (or compression fails).
  */
 struct rc_event *rc_event_new(const struct rc_event_spec *spec, uint64_t seq, unsigned nworkers);
+
+/* The event's id (the SSE id: field). */
+static inline const char *rc_event_id(const struct rc_event *ev)
+{
+    return ev->sse + 4;
+}
 
 /* Drops one thread reference; the last one frees the event. */
 void rc_event_put(struct rc_event *ev);

@@ -73,14 +73,14 @@ bool rc_http_channel_valid(const char *name, size_t len);
 enum rc_route_kind {
     RC_ROUTE_NOT_FOUND = 0, /* answer 404 */
     RC_ROUTE_HEALTH,        /* GET /health */
-    RC_ROUTE_SSE,           /* GET /sse/<channel> */
-    RC_ROUTE_WS,            /* GET /ws/<channel>: a WebSocket upgrade */
+    RC_ROUTE_SSE,           /* GET /sse/<channel>, or /sse with channels in the query */
+    RC_ROUTE_WS,            /* GET /ws/<channel> or /ws: a WebSocket upgrade */
     RC_ROUTE_BAD_CHANNEL,   /* /sse/ or /ws/ and not a valid channel name: answer 400 */
 };
 
 struct rc_route {
     enum rc_route_kind kind;
-    const char *channel; /* for RC_ROUTE_SSE and RC_ROUTE_WS: points into the target */
+    const char *channel; /* the path's channel (points into the target), or NULL: see query */
     size_t channel_len;
     const char *query; /* the bytes after '?', or NULL when there is no query */
     size_t query_len;
@@ -91,5 +91,19 @@ struct rc_route {
  * it does not know is RC_ROUTE_NOT_FOUND. The method is checked by the caller.
  */
 void rc_http_route(const char *target, size_t target_len, struct rc_route *route);
+
+/*
+ * Iterates the parameters of a query string q[0..len) ("a=1&b=2"): sets key and value to the
+ * next parameter at or after *pos (raw, not decoded; a key without "=" has an empty value),
+ * advances *pos, and returns whether there was one. Pure.
+ */
+bool rc_http_query_next(const char *q, size_t len, size_t *pos, const char **key, size_t *key_len,
+                        const char **value, size_t *value_len);
+
+/*
+ * Percent-decodes s[0..len) into out, which has room for len bytes and may be s itself; "+" is
+ * a space, as in HTML forms. Returns the decoded length, or -1 for a malformed escape. Pure.
+ */
+int rc_http_percent_decode(const char *s, size_t len, char *out);
 
 #endif

@@ -20,16 +20,16 @@
 
 /* Operation tags carried in user_data; one namespace for every ring in the process. */
 enum rc_op {
-    RC_OP_IGNORE = 0, /* a completion nobody waits for (close, a failed fire-and-forget) */
-    RC_OP_ACCEPT,     /* multishot accept on a listening socket */
-    RC_OP_RECV,       /* receive on a connection */
-    RC_OP_SEND,       /* send on a connection */
-    RC_OP_CLOSE,      /* shutdown of a connection before its close */
-    RC_OP_EVENT,      /* message: an event for a worker (ptr is the rc_event) */
-    RC_OP_ACK,        /* message: every worker has handed an event out (ptr is the rc_event) */
-    RC_OP_STOP,       /* message: begin an orderly shutdown */
-    RC_OP_MSG_FAILED, /* source-side failure of a message; ptr is the message's object */
-    RC_OP_UPSTREAM,   /* message: a client message for the feed (ptr is the rc_upstream) */
+    RC_OP_IGNORE = 0,    /* a completion nobody waits for (close, a failed fire-and-forget) */
+    RC_OP_ACCEPT,        /* multishot accept on a listening socket */
+    RC_OP_RECV,          /* receive on a connection */
+    RC_OP_SEND,          /* send on a connection */
+    RC_OP_CLOSE,         /* shutdown of a connection before its close */
+    RC_OP_EVENT,         /* message: an event for a worker (ptr is the rc_event) */
+    RC_OP_ACK,           /* message: every worker has handed an event out (ptr is the rc_event) */
+    RC_OP_STOP,          /* message: begin an orderly shutdown */
+    RC_OP_MSG_FAILED,    /* source-side failure of a message; ptr is the message's object */
+    RC_OP_UPSTREAM,      /* message: a client message for the feed (ptr is the rc_upstream) */
     RC_OP_UPSTREAM_DONE, /* message: the feed has pushed it; back to its worker */
     RC_OP_DIRECT,        /* message: a feed command for one connection (ptr is the rc_direct) */
     RC_OP_DIRECT_DONE,   /* message: the worker has applied it; back to the feed */

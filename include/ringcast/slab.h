@@ -36,4 +36,13 @@ void *rc_slab_alloc(struct rc_slab *s);
 /* Returns an object to the slab. */
 void rc_slab_free(struct rc_slab *s, void *obj);
 
+/*
+ * The index of an object: stable for the slab's life, below its capacity. It names a
+ * connection to other threads without handing them a pointer. O(chunks).
+ */
+size_t rc_slab_index(const struct rc_slab *s, const void *obj);
+
+/* The object at an index, free or not, or NULL when the index is beyond the capacity. */
+void *rc_slab_at(const struct rc_slab *s, size_t index);
+
 #endif

@@ -62,11 +62,11 @@ enum rc_direct_kind {
 struct rc_direct {
     enum rc_direct_kind kind;
     struct rc_conn_id target;
-    void *origin;      /* the feed connection that sent the command; the feed's */
-    int result;        /* set by the worker: 1 applied, 0 no such connection, -EAGAIN full */
-    uint16_t code;     /* RC_DIRECT_CLOSE: the close status */
-    bool binary;       /* RC_DIRECT_SEND: a binary message (else text, valid UTF-8) */
-    uint32_t len;      /* bytes in data[] */
+    void *origin;         /* the feed connection that sent the command; the feed's */
+    int result;           /* set by the worker: 1 applied, 0 no such connection, -EAGAIN full */
+    uint16_t code;        /* RC_DIRECT_CLOSE: the close status */
+    bool binary;          /* RC_DIRECT_SEND: a binary message (else text, valid UTF-8) */
+    uint32_t len;         /* bytes in data[] */
     unsigned char data[]; /* RC_DIRECT_SEND: the payload; RC_DIRECT_CLOSE: the reason (<= 123) */
 };
 

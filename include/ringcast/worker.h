@@ -23,7 +23,11 @@ struct rc_server;
 
 /* Canned responses, built once per worker from the configuration. */
 enum rc_response {
-    RC_RESP_SSE_HEAD = 0, /* the 200 head of an event stream, and the retry: hint */
+    RC_RESP_SSE_HEAD = 0,     /* the 200 head of an event stream, and the retry: hint */
+    RC_RESP_SSE_HEAD_TOO_OLD, /* ... followed by a gap event, one per reason */
+    RC_RESP_SSE_HEAD_RESTART,
+    RC_RESP_SSE_HEAD_UNKNOWN,
+    RC_RESP_SSE_BYE, /* the retry: hint that ends a stream at shutdown */
     RC_RESP_HEARTBEAT,
     RC_RESP_WS_PING, /* a WebSocket Ping frame without payload */
     RC_RESP_HEALTH,
@@ -52,12 +56,16 @@ struct rc_worker {
     struct rc_channel_table channels;
     struct rc_link pending;    /* connections still reading their request, oldest first */
     struct rc_link ws_closing; /* WebSocket connections in their close handshake, oldest first */
+    struct rc_link multis; /* streaming connections with F_MULTI (theirs is not a channel list) */
+    uint64_t last_seq;     /* engine seq of the newest event this worker has received */
+    uint32_t upstream_pending;      /* client messages sent to the feed and not yet back */
     char *responses[RC_RESP_COUNT]; /* owned */
     uint32_t response_len[RC_RESP_COUNT];
     uint64_t start_ms; /* CLOCK_MONOTONIC at start; connection deadlines count from it */
     uint64_t now_ms;   /* refreshed once per loop iteration */
     uint64_t next_heartbeat_ms;
     uint64_t next_ping_ms;     /* when WebSocket clients are pinged next */
+    uint64_t next_expire_ms;   /* when histories are trimmed to their time limit next */
     uint64_t pong_deadline_ms; /* when the clients pinged last must have answered; 0: none */
     uint64_t stop_deadline_ms; /* when streams still open after a stop are cut */
     bool stopping;

@@ -52,7 +52,7 @@ async function bystandersKeepUp() {
 
 /** Sends `bytes` on a fresh WebSocket and expects a Close with `code`, then the TCP close. */
 async function expectClose(bytes, code, { echo = false } = {}) {
-  const c = await wsOpen(srv.port, 'victim');
+  const c = await wsOpen(srv.port, 'victim', { unheard: false });
   for (const b of [].concat(bytes)) {
     c.send(b);
     await sleep(5);
@@ -70,7 +70,7 @@ async function expectClose(bytes, code, { echo = false } = {}) {
 }
 
 test('1.x framing: text and binary of every length class, in one write and byte by byte', async () => {
-  const c = await wsOpen(srv.port, 'echo-less');
+  const c = await wsOpen(srv.port, 'echo-less', { unheard: false });
   for (const n of [0, 125, 126, 127, 65535, 65536 - 1]) {
     if (n > MAX) continue;
     c.frame(0x1, 'a'.repeat(n));
@@ -90,7 +90,7 @@ test('2.x pings: pong with the same payload, 125 bytes, binary payload; pongs ig
   // One ping at a time, as Autobahn does: RFC 6455 5.5.3 lets a server that has not yet
   // answered earlier pings answer only the most recent one, so pings sent back to back may
   // legitimately get a single pong.
-  const c = await wsOpen(srv.port, 'pings');
+  const c = await wsOpen(srv.port, 'pings', { unheard: false });
   try {
     c.frame(0x9, '');
     await c.waitFrames(1);
@@ -122,7 +122,7 @@ test('5.x a new text frame inside a fragmented message fails with 1002', () =>
   expectClose([wsFrame(0x1, 'a', { fin: false }), wsFrame(0x1, 'b')], 1002));
 
 test('5.x fragmented messages, with pings in the middle answered', async () => {
-  const c = await wsOpen(srv.port, 'frag');
+  const c = await wsOpen(srv.port, 'frag', { unheard: false });
   const before = (await info(srv.socket)).ws_messages_in;
   c.frame(0x1, 'frag', { fin: false });
   c.frame(0x9, 'mid');
@@ -137,7 +137,7 @@ test('5.x fragmented messages, with pings in the middle answered', async () => {
 });
 
 test('6.x valid UTF-8, also split inside code points across frames', async () => {
-  const c = await wsOpen(srv.port, 'utf8');
+  const c = await wsOpen(srv.port, 'utf8', { unheard: false });
   const before = (await info(srv.socket)).ws_messages_in;
   const text = Buffer.from('κόσμε 𝄞 €', 'utf8');
   for (let cut = 1; cut < text.length; cut++) {
@@ -169,7 +169,7 @@ test('6.x invalid UTF-8 fails at the fragment that carries it, before the messag
 
 test('7.x close: echoes the code; empty close is answered with 1000; the server closes TCP', async () => {
   for (const [payload, want] of [[Buffer.from([0x03, 0xe8]), 1000], [Buffer.alloc(0), 1000], [Buffer.concat([Buffer.from([0x0f, 0xa0]), Buffer.from('bye')]), 4000]]) {
-    const c = await wsOpen(srv.port, 'closer');
+    const c = await wsOpen(srv.port, 'closer', { unheard: false });
     c.frame(0x8, payload);
     await c.waitFrames(1);
     assert.equal(c.frames[0].opcode, 0x8);
@@ -190,7 +190,7 @@ test('7.x a close reason that is not UTF-8 fails with 1002', () =>
   expectClose(wsFrame(0x8, Buffer.from([0x03, 0xe8, 0xff])), 1002, { echo: true }));
 
 test('7.x after its Close the server drops a client that never answers, within close_timeout', async () => {
-  const c = await wsOpen(srv.port, 'silent');
+  const c = await wsOpen(srv.port, 'silent', { unheard: false });
   c.send(wsFrame(0x1, 'x', { mask: false }));
   await c.waitFrames(1);
   const t0 = Date.now();
@@ -206,7 +206,7 @@ test('9.x a message over max_message fails with 1009, whole or in fragments', as
 });
 
 test('a message of exactly max_message bytes is accepted', async () => {
-  const c = await wsOpen(srv.port, 'limit');
+  const c = await wsOpen(srv.port, 'limit', { unheard: false });
   c.frame(0x2, Buffer.alloc(MAX - 1), { fin: false });
   c.frame(0x0, Buffer.alloc(1));
   c.frame(0x9, 'ok');
@@ -219,7 +219,7 @@ test('a 64-bit length with the top bit set fails with 1002', () =>
   expectClose(Buffer.from([0x82, 0xff, 0x80, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4]), 1002, { echo: true }));
 
 test('server frames: text for UTF-8, binary otherwise, XPUBLISH TEXT/BINARY', async () => {
-  const c = await wsOpen(srv.port, 'kinds');
+  const c = await wsOpen(srv.port, 'kinds', { unheard: false });
   const feed = await feedConnect(srv.socket);
   await publish(srv.socket, 'kinds', 'plain');
   assert.deepEqual(await feed.command('XPUBLISH', 'kinds', 'as binary', 'BINARY'), { type: ':', value: 1 });

@@ -12,10 +12,12 @@
 
 static struct rc_event *make(const char *channel, const char *payload, uint64_t seq, unsigned nw)
 {
+    char id[24];
+    int n = snprintf(id, sizeof(id), "%llu", (unsigned long long)seq);
     struct rc_event_spec spec = {.channel = channel,
                                  .channel_len = strlen(channel),
-                                 .id = "7",
-                                 .id_len = 1,
+                                 .id = id,
+                                 .id_len = (size_t)n,
                                  .payload = payload,
                                  .payload_len = strlen(payload)};
     return rc_event_new(&spec, seq, nw);
@@ -27,6 +29,12 @@ TEST(event_holds_channel_and_encoded_frame)
     CHECK(ev != NULL);
     CHECK_MEM(ev->channel, ev->channel_len, "news");
     CHECK_MEM(ev->sse, ev->sse_len, "id: 7\ndata: a\ndata: b\n\n");
+    CHECK_MEM(rc_event_id(ev), ev->id_len, "7");
+    CHECK_EQ(ev->payload_len, 3);
+    /* The envelope frame: a text frame of "event <id> <channel>\n" and the payload. */
+    CHECK_MEM(ev->env, ev->env_len,
+              "\x81\x10"
+              "event 7 news\na\nb");
     /* A final, unmasked text frame of 3 bytes; no compressed frame was asked for. */
     CHECK_MEM(ev->ws, ev->ws_len,
               "\x81\x03"
@@ -154,8 +162,9 @@ TEST(history_keeps_a_window_and_releases_what_falls_out)
 {
     struct rc_channel_table t;
     struct rc_event *evs[20];
-    CHECK_EQ(rc_channel_table_init(&t, 0, 5), 0);
-    struct rc_channel *ch = rc_channel_create(&t, "c", 1, rc_channel_hash("c", 1));
+    struct rc_history_limits lim = {.size = 5, .max_bytes = 1 << 20};
+    CHECK_EQ(rc_channel_table_init(&t, 0), 0);
+    struct rc_channel *ch = rc_channel_create(&t, "c", 1, rc_channel_hash("c", 1), &lim);
     CHECK(ch != NULL);
     CHECK(rc_channel_find(&t, "c", 1, rc_channel_hash("c", 1)) == ch);
     CHECK(rc_channel_find(&t, "d", 1, rc_channel_hash("d", 1)) == NULL);
@@ -168,8 +177,79 @@ TEST(history_keeps_a_window_and_releases_what_falls_out)
     }
     for (uint64_t s = ch->tail; s < ch->head; s++)
         CHECK(rc_channel_at(ch, s) == evs[s]);
+    /* The newest that left tells a resuming client whether it missed something. */
+    CHECK_EQ(ch->dropped_seq, 14);
     rc_channel_destroy(&t, ch);
     CHECK_EQ(t.count, 0);
+    CHECK_EQ(t.forgotten_seq, 14);
+    rc_channel_table_destroy(&t);
+}
+
+TEST(history_drops_by_bytes_but_keeps_the_newest_event)
+{
+    struct rc_channel_table t;
+    struct rc_history_limits lim = {.size = 100, .max_bytes = 10};
+    CHECK_EQ(rc_channel_table_init(&t, 0), 0);
+    struct rc_channel *ch = rc_channel_create(&t, "c", 1, rc_channel_hash("c", 1), &lim);
+    for (int i = 1; i <= 6; i++) {
+        struct rc_event *ev = make("c", "abcd", (uint64_t)i, 1);
+        rc_event_put(ev);
+        rc_channel_append(&t, ch, ev);
+    }
+    /* Two 4-byte payloads fit in 10 bytes; a third would not. */
+    CHECK_EQ(ch->head - ch->tail, 2);
+    CHECK_EQ(rc_channel_bytes_after(ch, ch->tail), 8);
+    CHECK_EQ(rc_channel_bytes_after(ch, ch->head), 0);
+    struct rc_event *big = make("c", "0123456789abcdef", 7, 1);
+    rc_event_put(big);
+    rc_channel_append(&t, ch, big);
+    CHECK_EQ(ch->head - ch->tail, 1);
+    CHECK(rc_channel_at(ch, ch->tail) == big);
+    rc_channel_table_destroy(&t);
+}
+
+TEST(history_expires_by_age)
+{
+    struct rc_channel_table t;
+    struct rc_history_limits lim = {.size = 100, .ttl_ms = 1000, .max_bytes = 1 << 20};
+    CHECK_EQ(rc_channel_table_init(&t, 0), 0);
+    struct rc_channel *ch = rc_channel_create(&t, "c", 1, rc_channel_hash("c", 1), &lim);
+    for (int i = 1; i <= 3; i++) {
+        struct rc_event *ev = make("c", "x", (uint64_t)i, 1);
+        rc_event_put(ev);
+        ev->time_ms = (uint64_t)i * 1000;
+        rc_channel_append(&t, ch, ev);
+    }
+    rc_channel_expire(&t, ch, 2500);
+    CHECK_EQ(ch->head - ch->tail, 2); /* published at 1000: over its 1 s at 2500 */
+    rc_channel_expire(&t, ch, 4000);
+    CHECK_EQ(ch->head - ch->tail, 0);
+    CHECK_EQ(ch->dropped_seq, 3);
+    rc_channel_table_destroy(&t);
+}
+
+TEST(resume_positions_are_found_by_engine_seq_and_by_id)
+{
+    struct rc_channel_table t;
+    struct rc_history_limits lim = {.size = 8, .max_bytes = 1 << 20};
+    CHECK_EQ(rc_channel_table_init(&t, 0), 0);
+    struct rc_channel *ch = rc_channel_create(&t, "c", 1, rc_channel_hash("c", 1), &lim);
+    /* Engine seqs 10, 20, ... 100 with gaps: other channels had the numbers between. */
+    for (int i = 1; i <= 10; i++) {
+        struct rc_event *ev = make("c", "x", (uint64_t)i * 10, 1);
+        rc_event_put(ev);
+        rc_channel_append(&t, ch, ev);
+    }
+    CHECK_EQ(ch->tail, 2); /* seqs 30..100 remain */
+    CHECK_EQ(rc_channel_after(ch, 0), 2);
+    CHECK_EQ(rc_channel_after(ch, 30), 3);
+    CHECK_EQ(rc_channel_after(ch, 35), 3);
+    CHECK_EQ(rc_channel_after(ch, 99), 9);
+    CHECK_EQ(rc_channel_after(ch, 100), 10);
+    CHECK_EQ(rc_channel_after(ch, 1000), 10);
+    const struct rc_event *e5 = rc_channel_at(ch, 5);
+    CHECK_EQ(rc_channel_find_id(ch, rc_event_id(e5), e5->id_len), 5);
+    CHECK_EQ(rc_channel_find_id(ch, "nope", 4), ch->head);
     rc_channel_table_destroy(&t);
 }
 
@@ -177,10 +257,12 @@ TEST(table_grows_and_finds_every_channel)
 {
     struct rc_channel_table t;
     char name[32];
-    CHECK_EQ(rc_channel_table_init(&t, 0, 4), 0);
+    struct rc_history_limits lim = {.size = 4, .max_bytes = 1 << 20};
+    CHECK_EQ(rc_channel_table_init(&t, 0), 0);
     for (int i = 0; i < 5000; i++) {
         int n = snprintf(name, sizeof(name), "chan.%d", i);
-        CHECK(rc_channel_create(&t, name, (size_t)n, rc_channel_hash(name, (size_t)n)) != NULL);
+        CHECK(rc_channel_create(&t, name, (size_t)n, rc_channel_hash(name, (size_t)n), &lim) !=
+              NULL);
     }
     CHECK(t.mask + 1 >= 4096);
     for (int i = 0; i < 5000; i++) {

@@ -482,11 +482,14 @@ TEST(routes)
 
     rc_http_route(S("/"), &r);
     CHECK_EQ(r.kind, RC_ROUTE_NOT_FOUND);
+    /* The query form: the channels are in the query, which the worker reads. */
     rc_http_route(S("/sse"), &r);
-    CHECK_EQ(r.kind, RC_ROUTE_NOT_FOUND);
-    rc_http_route(S("/sse?x=1"), &r);
-    CHECK_EQ(r.kind, RC_ROUTE_NOT_FOUND);
-    CHECK_MEM(r.query, r.query_len, "x=1");
+    CHECK_EQ(r.kind, RC_ROUTE_SSE);
+    CHECK(r.channel == NULL);
+    rc_http_route(S("/sse?channel=a&channel=b"), &r);
+    CHECK_EQ(r.kind, RC_ROUTE_SSE);
+    CHECK(r.channel == NULL);
+    CHECK_MEM(r.query, r.query_len, "channel=a&channel=b");
     rc_http_route(S("/ssefoo"), &r);
     CHECK_EQ(r.kind, RC_ROUTE_NOT_FOUND);
     rc_http_route(S("/health/"), &r);
@@ -521,14 +524,52 @@ TEST(routes_websocket)
     rc_http_route(S("/ws/a%20b"), &r);
     CHECK_EQ(r.kind, RC_ROUTE_BAD_CHANNEL);
 
-    rc_http_route(S("/ws"), &r);
-    CHECK_EQ(r.kind, RC_ROUTE_NOT_FOUND);
+    rc_http_route(S("/ws?channel=x"), &r);
+    CHECK_EQ(r.kind, RC_ROUTE_WS);
+    CHECK(r.channel == NULL);
     rc_http_route(S("/wsx/news"), &r);
     CHECK_EQ(r.kind, RC_ROUTE_NOT_FOUND);
     rc_http_route(S("/WS/news"), &r);
     CHECK_EQ(r.kind, RC_ROUTE_NOT_FOUND);
     rc_http_route(S("/sse/ws/news"), &r);
     CHECK_EQ(r.kind, RC_ROUTE_BAD_CHANNEL);
+}
+
+TEST(query_parameters_are_walked_in_order)
+{
+    const char *q = "channel=a&&channel=b%3Ac&flag&lastEventId=x-1&=v";
+    const char *k, *v;
+    size_t kl, vl, pos = 0;
+    CHECK(rc_http_query_next(q, strlen(q), &pos, &k, &kl, &v, &vl));
+    CHECK_MEM(k, kl, "channel");
+    CHECK_MEM(v, vl, "a");
+    CHECK(rc_http_query_next(q, strlen(q), &pos, &k, &kl, &v, &vl));
+    CHECK_MEM(v, vl, "b%3Ac");
+    CHECK(rc_http_query_next(q, strlen(q), &pos, &k, &kl, &v, &vl));
+    CHECK_MEM(k, kl, "flag");
+    CHECK_EQ(vl, 0);
+    CHECK(rc_http_query_next(q, strlen(q), &pos, &k, &kl, &v, &vl));
+    CHECK_MEM(v, vl, "x-1");
+    CHECK(rc_http_query_next(q, strlen(q), &pos, &k, &kl, &v, &vl));
+    CHECK_EQ(kl, 0);
+    CHECK_MEM(v, vl, "v");
+    CHECK(!rc_http_query_next(q, strlen(q), &pos, &k, &kl, &v, &vl));
+    pos = 0;
+    CHECK(!rc_http_query_next("", 0, &pos, &k, &kl, &v, &vl));
+}
+
+TEST(percent_decoding)
+{
+    char out[32];
+    CHECK_EQ(rc_http_percent_decode(S("b%3Ac%40d+e"), out), 7);
+    CHECK_MEM(out, 7, "b:c@d e");
+    CHECK_EQ(rc_http_percent_decode(S("%"), out), -1);
+    CHECK_EQ(rc_http_percent_decode(S("a%4"), out), -1);
+    CHECK_EQ(rc_http_percent_decode(S("%zz"), out), -1);
+    CHECK_EQ(rc_http_percent_decode(S(""), out), 0);
+    char inplace[] = "x%2Dy";
+    CHECK_EQ(rc_http_percent_decode(inplace, 5, inplace), 3);
+    CHECK_MEM(inplace, 3, "x-y");
 }
 
 TEST_MAIN()

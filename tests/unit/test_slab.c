@@ -61,4 +61,28 @@ TEST(many_cycles_do_not_grow_the_slab)
     rc_slab_destroy(&s);
 }
 
+TEST(indexes_are_stable_and_map_back_to_their_object)
+{
+    struct rc_slab s;
+    void *objs[50];
+    rc_slab_init(&s, 64, 8);
+    for (int i = 0; i < 50; i++)
+        objs[i] = rc_slab_alloc(&s);
+    /* New chunks are added as objects run out; indexes of older objects must not move. */
+    for (int i = 0; i < 50; i++) {
+        size_t idx = rc_slab_index(&s, objs[i]);
+        CHECK(idx < s.capacity);
+        CHECK(rc_slab_at(&s, idx) == objs[i]);
+        for (int j = 0; j < i; j++)
+            CHECK(rc_slab_index(&s, objs[j]) != idx);
+    }
+    size_t first = rc_slab_index(&s, objs[0]);
+    for (int i = 0; i < 100; i++)
+        rc_slab_alloc(&s);
+    CHECK_EQ(rc_slab_index(&s, objs[0]), first);
+    CHECK(rc_slab_at(&s, s.capacity) == NULL);
+    CHECK(rc_slab_at(&s, (size_t)-1) == NULL);
+    rc_slab_destroy(&s);
+}
+
 TEST_MAIN()

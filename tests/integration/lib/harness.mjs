@@ -1061,12 +1061,15 @@ export function wsFrame(opcode, payload = Buffer.alloc(0), { fin = true, rsv = 0
  *   head (parsed response head), frames: [{fin, rsv, opcode, payload}], closed,
  *   send(bytes), frame(opcode, payload, opts), waitFrames(n, ms), waitClosed(ms), close().
  * Server frames must be unmasked; a masked one is recorded with masked: true.
+ * With `unheard: false`, the engine's "!error nobody is listening on <channel>" replies (sent
+ * for each client message while no backend listens upstream) are counted in `unheard` and left
+ * out of `frames`, for tests about framing rather than talking back.
  */
-export function wsRaw(port, channel, { target, request, headers = [], timeout = 5000 } = {}) {
+export function wsRaw(port, channel, { target, request, headers = [], timeout = 5000, unheard = true } = {}) {
   const key = wsKey();
   const s = net.connect({ host: '127.0.0.1', port });
   s.setNoDelay(true);
-  const client = { socket: s, key, head: null, headText: '', frames: [], closed: false, error: null };
+  const client = { socket: s, key, head: null, headText: '', frames: [], unheard: 0, closed: false, error: null };
   let buf = Buffer.alloc(0);
   let notify = () => {};
   const changed = () => {
@@ -1100,14 +1103,19 @@ export function wsRaw(port, channel, { target, request, headers = [], timeout = 
       const masked = (buf[1] & 0x80) !== 0;
       if (masked) off += 4;
       if (buf.length < off + n) break;
-      client.frames.push({
+      const frame = {
         fin: (buf[0] & 0x80) !== 0,
         rsv: (buf[0] >> 4) & 7,
         opcode: buf[0] & 0x0f,
         masked,
         payload: Buffer.from(buf.subarray(off, off + n)),
-      });
+      };
       buf = buf.subarray(off + n);
+      if (!unheard && frame.opcode === 1 && frame.payload.toString().startsWith('!error nobody is listening')) {
+        client.unheard++;
+        continue;
+      }
+      client.frames.push(frame);
     }
     changed();
   });
