@@ -118,11 +118,21 @@ size_t rc_server_info(const struct rc_server *s, char *buf, size_t cap)
         sum.ws_errors += rc_stat_get(ws->ws_errors);
         sum.ws_pings += rc_stat_get(ws->ws_pings);
         sum.ws_pong_timeouts += rc_stat_get(ws->ws_pong_timeouts);
+        sum.ws_commands += rc_stat_get(ws->ws_commands);
+        sum.ws_command_errors += rc_stat_get(ws->ws_command_errors);
+        sum.ws_upstream += rc_stat_get(ws->ws_upstream);
+        sum.ws_upstream_unheard += rc_stat_get(ws->ws_upstream_unheard);
+        sum.ws_upstream_busy += rc_stat_get(ws->ws_upstream_busy);
+        sum.ws_direct += rc_stat_get(ws->ws_direct);
+        sum.channel_limit += rc_stat_get(ws->channel_limit);
+        sum.resumes += rc_stat_get(ws->resumes);
+        sum.resume_gaps += rc_stat_get(ws->resume_gaps);
     }
     const struct rc_feed_stats *fs = &s->feed.stats;
     OUT("# Server\r\nversion:%s\r\nuptime_seconds:%ld\r\nworkers:%u\r\n"
-        "capacity_per_worker:%u\r\n",
-        RC_VERSION, (long)(time(NULL) - s->started), s->nworkers, s->workers[0].capacity);
+        "capacity_per_worker:%u\r\ninstance:%s\r\n",
+        RC_VERSION, (long)(time(NULL) - s->started), s->nworkers, s->workers[0].capacity,
+        s->feed.instance);
     OUT("# Clients\r\nconnections:%lu\r\n", (unsigned long)sum.connections);
     for (unsigned i = 0; i < s->nworkers; i++)
         OUT("worker_%u_connections:%lu\r\n", i,
@@ -141,6 +151,14 @@ size_t rc_server_info(const struct rc_server *s, char *buf, size_t cap)
         (unsigned long)sum.ws_upgrades, (unsigned long)sum.ws_messages_in,
         (unsigned long)sum.ws_errors, (unsigned long)sum.ws_pings,
         (unsigned long)sum.ws_pong_timeouts);
+    OUT("ws_commands:%lu\r\nws_command_errors:%lu\r\nws_upstream:%lu\r\n"
+        "ws_upstream_unheard:%lu\r\nws_upstream_busy:%lu\r\nws_direct:%lu\r\n"
+        "channel_limit:%lu\r\nresumes:%lu\r\nresume_gaps:%lu\r\n",
+        (unsigned long)sum.ws_commands, (unsigned long)sum.ws_command_errors,
+        (unsigned long)sum.ws_upstream, (unsigned long)sum.ws_upstream_unheard,
+        (unsigned long)sum.ws_upstream_busy, (unsigned long)sum.ws_direct,
+        (unsigned long)sum.channel_limit, (unsigned long)sum.resumes,
+        (unsigned long)sum.resume_gaps);
     OUT("# Feed\r\npublished:%lu\r\nfeed_connections:%lu\r\nfeed_commands:%lu\r\n"
         "feed_pending:%lu\r\nfeed_protocol_errors:%lu\r\nfeed_command_errors:%lu\r\n"
         "feed_rejected:%lu\r\nfeed_msg_failures:%lu\r\n",
