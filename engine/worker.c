@@ -648,6 +648,7 @@ static void *worker_main(void *arg)
         int ret = rc_ring_run(&w->ring, next_timeout(w), on_cqe, w);
         rc_assert(ret >= 0);
         w->now_ms = monotonic_ms();
+        w->cfg = rc_server_config(w->server);
         if (w->cfg->heartbeat_interval_ms && w->now_ms >= w->next_heartbeat_ms) {
             rc_stream_foreach(w, heartbeat);
             w->next_heartbeat_ms = w->now_ms + w->cfg->heartbeat_interval_ms;
