@@ -72,7 +72,7 @@ test('envelope mode: events carry id and channel; replies are header lines', asy
     await c.wait(2);
     assert.equal(c.msgs[1].text, 'subscribed env.b\n');
     // A binary payload travels in a binary message with the same header line.
-    await xpublish(srv.socket, 'env.b', Buffer.from([0xff, 0x00, 0x01]).toString('latin1'), {});
+    await xpublish(srv.socket, 'env.b', 'binary', { binary: true });
     await c.wait(3);
     assert.equal(c.msgs[2].binary, true);
   } finally {
