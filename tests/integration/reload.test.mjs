@@ -5,9 +5,9 @@
 // `curl -N` and a `ws` WebSocket) stay open and receive every event, and INFO counts
 // config_reloads and config_reload_errors.
 //
-// Heartbeats and pings start turned off (0) rather than at a long interval: a reload that
-// shortens an interval applies after the beat already scheduled at the old one, so 0 -> 0.2
-// shows the new value at once while 60 -> 0.2 would first wait out the 60 seconds.
+// Heartbeats and pings start at a long interval (60 s): a reload that shortens an interval
+// brings the next beat forward, so 60 -> 0.2 shows the new value at once instead of after the
+// beat already scheduled at the old interval.
 
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -34,8 +34,8 @@ describe('SIGHUP reload', () => {
 
   before(async () => {
     srv = await startServer({
-      sse: { heartbeat_interval: 0 },
-      websocket: { ping_interval: 0 },
+      sse: { heartbeat_interval: 60 },
+      websocket: { ping_interval: 60, pong_timeout: 30 },
       log: { level: 'info' },
     });
     raw = await subscribe(srv.port, 'live');
