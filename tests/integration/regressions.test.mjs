@@ -2,41 +2,56 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-// Until the fix lands these are marked todo (they run and report, but do not fail the file).
-const FEED_ACK_UAF = 'engine bug at 5a817d8: feed.c on_ack use-after-free; drop this todo with the fix';
-
 import { startServer, sseConnect, feedConnect, resp, info, waitInfo } from './lib/harness.mjs';
 
+// Until the fix lands these are marked todo (they run and report, but do not fail the file).
+const FEED_ACK_UAF = 'engine bug (5a817d8, still in 039c1be): feed.c on_ack use-after-free; drop this todo with the fix';
+
 /**
- * Found at 5a817d8: with 2 workers, a window of pipelined PUBLISHes to a channel no worker has
- * subscribers for crashed ringcast (SIGSEGV; under ASan a heap-use-after-free in feed.c on_ack
- * reading ev->origin of an event freed by release_acked). The feed releases every queued event
- * whose `pending` is already 0 when an earlier event's ACK arrives, even one whose own ACK
- * message is still on its way; with no worker holding it the event is freed, and its ACK then
- * reads freed memory. Large payloads make the freed block go back to the system at once.
+ * The feed's release_acked() releases every queued event whose `pending` count is already 0 when
+ * an earlier event's ACK arrives, including one whose own ACK message is still on its way to the
+ * feed. If no worker holds that event any more (no history keeps it), rc_event_put() frees it,
+ * and its ACK then makes on_ack() read ev->origin from freed memory (feed.c:235; ASan:
+ * heap-use-after-free, freed by release_acked). Large payloads make the freed block go back to
+ * the system at once, so the release build dies of SIGSEGV. At 5a817d8 a channel nobody
+ * subscribed to was enough (workers kept no history for it); at 039c1be every worker keeps every
+ * channel's history, so it takes events leaving the history while they are still being
+ * acknowledged: a history of 1 event, or payloads big enough for history_max_bytes (8 MiB).
  */
-test('pipelined PUBLISHes of 32 KiB to a channel nobody listens to: every reply is :0, no crash', { timeout: 60000, todo: FEED_ACK_UAF }, async () => {
-  const srv = await startServer({ server: { workers: 2 } });
+async function pipelineToNobody(overrides, { payloadBytes, windows, per = 50 }) {
+  const srv = await startServer({ server: { workers: 2 }, ...overrides });
   const feed = await feedConnect(srv.socket);
   try {
-    const payload = 'x'.repeat(32 * 1024);
-    for (let w = 0; w < 40; w++) {
+    const payload = 'x'.repeat(payloadBytes);
+    for (let w = 0; w < windows; w++) {
       const cmds = [];
-      for (let k = 0; k < 50; k++) cmds.push(resp('PUBLISH', 'nobody', payload));
+      for (let k = 0; k < per; k++) cmds.push(resp('PUBLISH', 'nobody', payload));
       feed.send(Buffer.concat(cmds));
-      const rs = await feed.replies(50, 10000);
+      const rs = await feed.replies(per, 20000);
       assert.deepEqual(rs.filter((r) => r.type !== ':' || r.value !== 0).slice(0, 3), [], `window ${w}`);
     }
     const i = await info(srv.socket);
-    assert.equal(i.published, 2000);
+    assert.equal(i.published, windows * per);
   } finally {
     feed.close();
     await srv.stop(); // asserts the server is still running and exits 0
   }
+}
+
+test('pipelined PUBLISHes of 900 kB to a channel nobody listens to, default limits: every reply :0, no crash', { timeout: 120000, todo: FEED_ACK_UAF }, async () => {
+  await pipelineToNobody({}, { payloadBytes: 900000, windows: 30 });
 });
 
-/** The same bug as it first showed: the only subscriber is cut as a slow consumer. */
-test('the only subscriber cut as a slow consumer while publishes are pipelined: no crash', { timeout: 60000, todo: FEED_ACK_UAF }, async () => {
+test('pipelined PUBLISHes of 32 KiB with history_size 1: every reply :0, no crash', { timeout: 60000, todo: FEED_ACK_UAF }, async () => {
+  await pipelineToNobody({ channels: { history_size: 1, max_lag: 1 } }, { payloadBytes: 32 * 1024, windows: 40 });
+});
+
+test('pipelined PUBLISHes of 32 KiB to a channel nobody listens to (how it showed at 5a817d8)', { timeout: 60000 }, async () => {
+  await pipelineToNobody({}, { payloadBytes: 32 * 1024, windows: 40 });
+});
+
+/** The same bug as it first showed at 5a817d8: the only subscriber is cut as a slow consumer. */
+test('the only subscriber cut as a slow consumer while publishes are pipelined: no crash', { timeout: 60000 }, async () => {
   const srv = await startServer({ server: { workers: 2 }, channels: { history_size: 64, max_lag: 64 } });
   const slow = sseConnect(srv.port, 'alone', { pause: true });
   const feed = await feedConnect(srv.socket);
