@@ -26,8 +26,12 @@ int rc_channel_table_init(struct rc_channel_table *t, unsigned worker)
 {
     memset(t, 0, sizeof(*t));
     t->buckets = calloc(INITIAL_BUCKETS, sizeof(*t->buckets));
-    if (!t->buckets)
+    t->forgotten = calloc(RC_CHANNEL_FORGOTTEN, sizeof(*t->forgotten));
+    if (!t->buckets || !t->forgotten) {
+        free(t->buckets);
+        free(t->forgotten);
         return -ENOMEM;
+    }
     t->mask = INITIAL_BUCKETS - 1;
     t->worker = worker;
     return 0;
@@ -43,6 +47,7 @@ void rc_channel_table_destroy(struct rc_channel_table *t)
         rc_channel_destroy(t, ch);
     }
     free(t->buckets);
+    free(t->forgotten);
     memset(t, 0, sizeof(*t));
 }
 
@@ -86,6 +91,7 @@ struct rc_channel *rc_channel_create(struct rc_channel_table *t, const char *nam
     if (!ch)
         return NULL;
     ch->limits = *limits;
+    ch->dropped_seq = rc_channel_forgotten(t, hash);
     uint32_t cap = limits->size < INITIAL_HISTORY ? limits->size : INITIAL_HISTORY;
     uint32_t pow2 = 1;
     while (pow2 < cap)
@@ -111,8 +117,9 @@ struct rc_channel *rc_channel_create(struct rc_channel_table *t, const char *nam
 void rc_channel_destroy(struct rc_channel_table *t, struct rc_channel *ch)
 {
     rc_assert(ch->nsubs == 0 && rc_link_empty(&ch->subs) && rc_link_empty(&ch->xsubs));
-    if (ch->dropped_seq > t->forgotten_seq)
-        t->forgotten_seq = ch->dropped_seq;
+    uint64_t *f = &t->forgotten[ch->hash % RC_CHANNEL_FORGOTTEN];
+    if (ch->dropped_seq > *f)
+        *f = ch->dropped_seq;
     struct rc_channel **pp = &t->buckets[ch->hash & t->mask];
     while (*pp != ch)
         pp = &(*pp)->hnext;

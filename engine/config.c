@@ -4,8 +4,9 @@
  * inih splits the file into sections and key = value pairs; everything else happens here. The
  * text is fed to inih line by line through our own reader, for three reasons: Debian builds
  * inih without INI_HANDLER_LINENO, so counting lines ourselves is the only way to name the line
- * of an error; inih never reports a "[section]" line that has no keys under it, so the reader
- * checks section names itself; and the reader strips leading blanks, which turns off inih's
+ * of an error; inih never reports a "[section]" line that has no keys under it, and cuts section
+ * names at 49 bytes where a "[channels:PREFIX]" prefix may have 128, so the reader checks and
+ * tracks sections itself; and the reader strips leading blanks, which turns off inih's
  * multi-line continuation values, so an indented key is a key and not part of the previous
  * value.
  *
@@ -371,9 +372,9 @@ static int parse_ws_protocols(struct rc_config *c, const char *v)
 }
 
 enum key_kind {
-    KEY_INTEGER, /* a uint32_t field in [min, max] */
-    KEY_SIZE,    /* a uint32_t field in bytes, suffixes k, m, g allowed */
-    KEY_SECONDS, /* a uint32_t field in ms, written as decimal seconds; min and max in ms */
+    KEY_INTEGER, /* an integer field in [min, max] */
+    KEY_SIZE,    /* an integer field in bytes, suffixes k, m, g allowed */
+    KEY_SECONDS, /* an integer field in ms, written as decimal seconds; min and max in ms */
     KEY_CUSTOM,  /* parsed by `parse`, explained by `expect` */
 };
 
@@ -381,17 +382,21 @@ struct key {
     const char *section;
     const char *name;
     enum key_kind kind;
-    size_t offset; /* of the uint32_t field, for all kinds but KEY_CUSTOM */
+    size_t offset, width; /* of the uint32_t or uint64_t field, for all kinds but KEY_CUSTOM */
     uint64_t min, max;
     int (*parse)(struct rc_config *c, const char *value); /* for KEY_CUSTOM */
     const char *expect; /* for KEY_CUSTOM: what a valid value looks like */
 };
 
-#define NUMBER(sec, key, kind_, field, lo, hi)                                                     \
+#define GB (1024ull * 1024 * 1024)
+
+#define FIELD_OF(type, sec, key, kind_, field, lo, hi)                                             \
     {                                                                                              \
-        .section = sec, .name = key, .kind = kind_, .offset = offsetof(struct rc_config, field),   \
-        .min = lo, .max = hi                                                                       \
+        .section = sec, .name = key, .kind = kind_, .offset = offsetof(type, field),               \
+        .width = sizeof(((type *)NULL)->field), .min = lo, .max = hi                               \
     }
+#define NUMBER(sec, key, kind_, field, lo, hi)                                                     \
+    FIELD_OF(struct rc_config, sec, key, kind_, field, lo, hi)
 #define CUSTOM(sec, key, fn, what)                                                                 \
     {                                                                                              \
         .section = sec, .name = key, .kind = KEY_CUSTOM, .parse = fn, .expect = what               \
@@ -403,6 +408,9 @@ static const struct key keys[] = {
            "host:port with an IPv4 address, [IPv6 address] or * and a port 1-65535"),
     CUSTOM("server", "workers", parse_workers, "'auto' or an integer 1-1024"),
     NUMBER("server", "max_connections_per_worker", KEY_INTEGER, max_connections_per_worker, 1,
+           10000000),
+    NUMBER("server", "max_connections", KEY_INTEGER, max_connections, 0, 10000000),
+    NUMBER("server", "max_connections_per_address", KEY_INTEGER, max_connections_per_address, 0,
            10000000),
     NUMBER("server", "shutdown_grace", KEY_SECONDS, shutdown_grace_ms, 0, 3600000),
     CUSTOM("server", "recv_buffers", parse_recv_buffers, "a power of two 1-32768"),
@@ -420,13 +428,20 @@ static const struct key keys[] = {
     CUSTOM("sse", "watch_disconnects", parse_watch_disconnects, "on or off"),
 
     NUMBER("channels", "history_size", KEY_INTEGER, history_size, 1, 1048576),
+    NUMBER("channels", "history_ttl", KEY_SECONDS, history_ttl_ms, 0, 86400000),
+    NUMBER("channels", "history_max_bytes", KEY_SIZE, history_max_bytes, 1024, 64 * GB),
     NUMBER("channels", "max_lag", KEY_INTEGER, max_lag, 1, 1048576),
+    NUMBER("channels", "max_lag_bytes", KEY_SIZE, max_lag_bytes, 0, 64 * GB),
+    NUMBER("channels", "max_channels_per_connection", KEY_INTEGER, max_channels_per_connection, 1,
+           1024),
 
     CUSTOM("feed", "socket", parse_socket, "a path of 1-107 bytes"),
     CUSTOM("feed", "mode", parse_mode, "octal permission bits 0-0777"),
     NUMBER("feed", "max_payload", KEY_SIZE, max_payload, 1, 512 * 1024 * 1024),
     NUMBER("feed", "max_connections", KEY_INTEGER, max_feed_connections, 1, 65536),
     NUMBER("feed", "max_pending", KEY_INTEGER, max_pending, 1, 1048576),
+    NUMBER("feed", "idle_timeout", KEY_SECONDS, feed_idle_timeout_ms, 0, 86400000),
+    NUMBER("feed", "max_subscriber_buffer", KEY_SIZE, max_subscriber_buffer, 1024, 4 * GB),
 
     CUSTOM("websocket", "protocols", parse_ws_protocols,
            "a comma-separated list of tokens, at most 255 bytes"),
@@ -436,9 +451,29 @@ static const struct key keys[] = {
     NUMBER("websocket", "ping_interval", KEY_SECONDS, ws_ping_interval_ms, 0, 3600000),
     NUMBER("websocket", "pong_timeout", KEY_SECONDS, ws_pong_timeout_ms, 100, 3600000),
     NUMBER("websocket", "close_timeout", KEY_SECONDS, ws_close_timeout_ms, 100, 3600000),
+    NUMBER("websocket", "upstream_max_pending", KEY_INTEGER, ws_upstream_max_pending, 1, 1048576),
+    NUMBER("websocket", "max_queued", KEY_INTEGER, ws_max_queued, 1, 65536),
 
     CUSTOM("log", "level", parse_level, "error, warn, info or debug"),
 };
+
+/*
+ * The keys of a "[channels:PREFIX]" section, with the ranges of their [channels] namesakes. The
+ * fields are those of struct rc_config_prefix.
+ */
+static const struct key prefix_keys[] = {
+    FIELD_OF(struct rc_config_prefix, "channels:", "history_size", KEY_INTEGER, history_size, 1,
+             1048576),
+    FIELD_OF(struct rc_config_prefix, "channels:", "history_ttl", KEY_SECONDS, history_ttl_ms, 0,
+             86400000),
+    FIELD_OF(struct rc_config_prefix, "channels:", "history_max_bytes", KEY_SIZE, history_max_bytes,
+             1024, 64 * GB),
+};
+
+/* The section name that starts a per-prefix section: "[channels:news.]". */
+#define PREFIX_SECTION     "channels:"
+#define PREFIX_SECTION_LEN (sizeof(PREFIX_SECTION) - 1)
+#define PREFIX_MAX         (sizeof(((struct rc_config_prefix *)NULL)->prefix) - 1)
 
 /* Formats a byte count with the largest suffix that divides it, as a user would write it. */
 static void format_size(char *out, size_t outlen, uint64_t v)
@@ -500,8 +535,11 @@ static void describe(const struct key *k, char *out, size_t outlen)
     }
 }
 
-/* Parses value into the field of c that k describes. Returns 0 or -EINVAL. */
-static int parse_value(const struct key *k, struct rc_config *c, const char *value)
+/*
+ * Parses value into the field that k describes: of base for numbers (a struct rc_config, or a
+ * struct rc_config_prefix for prefix_keys), of c for KEY_CUSTOM. Returns 0 or -EINVAL.
+ */
+static int parse_value(const struct key *k, struct rc_config *c, void *base, const char *value)
 {
     uint64_t v = 0;
     int r;
@@ -514,10 +552,24 @@ static int parse_value(const struct key *k, struct rc_config *c, const char *val
         r = parse_size(value, k->min, k->max, &v);
     else
         r = parse_seconds(value, k->min, k->max, &v);
-    if (r == 0)
-        *(uint32_t *)((char *)c + k->offset) = (uint32_t)v;
-    return r;
+    if (r < 0)
+        return r;
+    if (k->width == sizeof(uint64_t)) {
+        uint64_t *field = (uint64_t *)((char *)base + k->offset);
+        *field = v;
+    } else {
+        uint32_t *field = (uint32_t *)((char *)base + k->offset);
+        *field = (uint32_t)v;
+    }
+    return 0;
 }
+
+/* A "[channels:PREFIX]" section of the text being loaded. */
+struct prefix_section {
+    unsigned index;                         /* its entry in cfg.prefixes */
+    unsigned line;                          /* of its header */
+    unsigned seen[ARRAY_SIZE(prefix_keys)]; /* the line each key was set on, 0 if not yet */
+};
 
 /* The state of one load, shared by the reader and the handler. */
 struct load {
@@ -529,6 +581,14 @@ struct load {
     unsigned error_line;             /* the line of the first error, 0 while there is none */
     char *err;
     size_t errlen;
+    /*
+     * The prefix sections of this text, and the one the current line is in (NULL in any other
+     * section). inih cuts section names at 49 bytes, so its name for a prefix section is
+     * unusable; the reader sees every header before inih handles the keys below it.
+     */
+    struct prefix_section sections[RC_CONFIG_MAX_PREFIXES];
+    unsigned nsections;
+    struct prefix_section *current;
 };
 
 /* Records the first error as "name:line: message"; later errors are consequences of it. */
@@ -554,6 +614,67 @@ static bool is_space(char c)
     return c == ' ' || c == '\t' || c == '\r' || c == '\v' || c == '\f';
 }
 
+/* Whether c may appear in a channel name, and so in a channel prefix. */
+static bool is_channel_char(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           strchr("_.:@-", c) != NULL;
+}
+
+/*
+ * Starts a "[channels:PREFIX]" section: checks the prefix, refuses one this text already has,
+ * and finds the entry of cfg.prefixes it fills, which is the entry for the same prefix if an
+ * earlier load made one, so that a later file overrides an earlier one as it does for keys.
+ * Returns 0, or -EINVAL after recording the error.
+ */
+static int start_prefix_section(struct load *ld, const char *prefix, size_t len)
+{
+    struct rc_config *c = &ld->cfg;
+    struct prefix_section *sec;
+    unsigned index;
+
+    if (len == 0 || len > PREFIX_MAX) {
+        fail(ld, "[%s%.*s]: the prefix must be 1-%zu characters long", PREFIX_SECTION, (int)len,
+             prefix, PREFIX_MAX);
+        return -EINVAL;
+    }
+    for (size_t i = 0; i < len; i++) {
+        if (!is_channel_char(prefix[i])) {
+            fail(ld, "[%s%.*s]: a prefix may only hold A-Z, a-z, 0-9 and _.:@-", PREFIX_SECTION,
+                 (int)len, prefix);
+            return -EINVAL;
+        }
+    }
+    for (unsigned i = 0; i < ld->nsections; i++) {
+        sec = &ld->sections[i];
+        if (strlen(c->prefixes[sec->index].prefix) == len &&
+            memcmp(c->prefixes[sec->index].prefix, prefix, len) == 0) {
+            fail(ld, "duplicate section [%s%.*s] (first on line %u)", PREFIX_SECTION, (int)len,
+                 prefix, sec->line);
+            return -EINVAL;
+        }
+    }
+    for (index = 0; index < c->nprefixes; index++)
+        if (strlen(c->prefixes[index].prefix) == len &&
+            memcmp(c->prefixes[index].prefix, prefix, len) == 0)
+            break;
+    if (index == RC_CONFIG_MAX_PREFIXES) {
+        fail(ld, "more than %d [%sPREFIX] sections", RC_CONFIG_MAX_PREFIXES, PREFIX_SECTION);
+        return -EINVAL;
+    }
+    if (index == c->nprefixes)
+        c->nprefixes++;
+    /* Zeroed, so that the name's unused tail is deterministic like every string field. */
+    memset(&c->prefixes[index], 0, sizeof(c->prefixes[index]));
+    memcpy(c->prefixes[index].prefix, prefix, len);
+    sec = &ld->sections[ld->nsections++];
+    memset(sec, 0, sizeof(*sec));
+    sec->index = index;
+    sec->line = ld->line;
+    ld->current = sec;
+    return 0;
+}
+
 /*
  * Checks a "[section]" line: the name must be known, and only blanks or a comment may follow
  * the ']' (inih would silently ignore anything there). Returns 0, or -EINVAL after recording
@@ -576,6 +697,10 @@ static int check_section(struct load *ld, const char *line)
         fail(ld, "unexpected text after [%.*s]", (int)name_len, line + 1);
         return -EINVAL;
     }
+    ld->current = NULL;
+    if (name_len >= PREFIX_SECTION_LEN && memcmp(line + 1, PREFIX_SECTION, PREFIX_SECTION_LEN) == 0)
+        return start_prefix_section(ld, line + 1 + PREFIX_SECTION_LEN,
+                                    name_len - PREFIX_SECTION_LEN);
     for (size_t i = 0; i < ARRAY_SIZE(sections); i++)
         if (strlen(sections[i]) == name_len && memcmp(sections[i], line + 1, name_len) == 0)
             return 0;
@@ -625,13 +750,55 @@ static char *read_line(char *str, int num, void *stream)
     return str;
 }
 
+/*
+ * Sets key k from value, unless the section set it before (seen: the line it was set on, 0 if
+ * not yet); base is the struct its field is in. Returns 1, or 0 after recording the error.
+ */
+static int set_key(struct load *ld, const struct key *k, unsigned *seen, const char *section,
+                   void *base, const char *value)
+{
+    char expect[160];
+
+    if (*seen) {
+        fail(ld, "duplicate key '%s' in [%s] (first set on line %u)", k->name, section, *seen);
+        return 0;
+    }
+    *seen = ld->line;
+    if (parse_value(k, &ld->cfg, base, value) < 0) {
+        describe(k, expect, sizeof(expect));
+        fail(ld, "%s: expected %s, got '%s'", k->name, expect, value);
+        return 0;
+    }
+    return 1;
+}
+
+/* Handles a key of the current "[channels:PREFIX]" section. */
+static int on_prefix_key(struct load *ld, const char *name, const char *value)
+{
+    struct prefix_section *sec = ld->current;
+    struct rc_config_prefix *p = &ld->cfg.prefixes[sec->index];
+    char section[sizeof(PREFIX_SECTION) + sizeof(p->prefix)];
+
+    snprintf(section, sizeof(section), "%s%s", PREFIX_SECTION, p->prefix);
+    for (size_t i = 0; i < ARRAY_SIZE(prefix_keys); i++)
+        if (strcmp(prefix_keys[i].name, name) == 0)
+            return set_key(ld, &prefix_keys[i], &sec->seen[i], section, p, value);
+    fail(ld,
+         "unknown key '%s' in [%s] (a prefix section takes history_size, history_ttl and "
+         "history_max_bytes)",
+         name, section);
+    return 0;
+}
+
 /* The ini_handler: finds the key, refuses duplicates and parses the value. */
 static int on_key(void *user, const char *section, const char *name, const char *value)
 {
     struct load *ld = user;
-    const char *home = NULL;
-    char expect[160];
+    const char *homes[2];
+    size_t nhomes = 0;
 
+    if (ld->current)
+        return on_prefix_key(ld, name, value);
     if (section[0] == '\0') {
         fail(ld, "key '%s' is outside any section", name);
         return 0;
@@ -641,28 +808,51 @@ static int on_key(void *user, const char *section, const char *name, const char 
 
         if (strcmp(k->name, name) != 0)
             continue;
-        if (strcmp(k->section, section) != 0) {
-            home = k->section;
-            continue;
-        }
-        if (ld->seen[i]) {
-            fail(ld, "duplicate key '%s' in [%s] (first set on line %u)", name, section,
-                 ld->seen[i]);
-            return 0;
-        }
-        ld->seen[i] = ld->line;
-        if (parse_value(k, &ld->cfg, value) < 0) {
-            describe(k, expect, sizeof(expect));
-            fail(ld, "%s: expected %s, got '%s'", name, expect, value);
-            return 0;
-        }
-        return 1;
+        if (strcmp(k->section, section) == 0)
+            return set_key(ld, k, &ld->seen[i], section, &ld->cfg, value);
+        /* max_connections lives in two sections; no name lives in more. */
+        if (nhomes < ARRAY_SIZE(homes))
+            homes[nhomes++] = k->section;
     }
-    if (home)
-        fail(ld, "unknown key '%s' in [%s] (it belongs in [%s])", name, section, home);
+    if (nhomes == 2)
+        fail(ld, "unknown key '%s' in [%s] (it belongs in [%s] or [%s])", name, section, homes[0],
+             homes[1]);
+    else if (nhomes == 1)
+        fail(ld, "unknown key '%s' in [%s] (it belongs in [%s])", name, section, homes[0]);
     else
         fail(ld, "unknown key '%s' in [%s]", name, section);
     return 0;
+}
+
+/* The entry of keys[] for [section] name; the caller knows that there is one. */
+static const struct key *find_key(const char *section, const char *name)
+{
+    size_t i = 0;
+
+    while (strcmp(keys[i].section, section) != 0 || strcmp(keys[i].name, name) != 0)
+        i++;
+    return &keys[i];
+}
+
+/*
+ * Gives every key a prefix section of this text left out the value of its [channels] namesake.
+ * It runs once the whole text is read, so a [channels] section after the prefix sections
+ * counts as well.
+ */
+static void inherit_channel_keys(struct load *ld)
+{
+    for (unsigned i = 0; i < ld->nsections; i++) {
+        const struct prefix_section *sec = &ld->sections[i];
+        struct rc_config_prefix *p = &ld->cfg.prefixes[sec->index];
+
+        for (size_t j = 0; j < ARRAY_SIZE(prefix_keys); j++) {
+            const struct key *from = find_key("channels", prefix_keys[j].name);
+
+            if (!sec->seen[j])
+                memcpy((char *)p + prefix_keys[j].offset, (char *)&ld->cfg + from->offset,
+                       from->width);
+        }
+    }
 }
 
 int rc_config_load_string(struct rc_config *c, const char *name, const char *text, size_t len,
@@ -693,6 +883,7 @@ int rc_config_load_string(struct rc_config *c, const char *name, const char *tex
     }
     if (ld.error_line)
         return -EINVAL;
+    inherit_channel_keys(&ld);
     *c = ld.cfg;
     return 0;
 }
@@ -765,13 +956,16 @@ int rc_config_load_file(struct rc_config *c, const char *path, char *err, size_t
     return r;
 }
 
+/*
+ * There is deliberately no rule between max_lag and history_size any more. It used to demand
+ * max_lag <= history_size, but with history_ttl, history_max_bytes and per-prefix sizes the
+ * window a channel really holds can be far smaller than history_size, so the rule no longer
+ * promised anything; and it would have forced max_lag below the smallest prefix size, which
+ * forbids a one-event "latest value" prefix. A subscriber is cut either way when it falls more
+ * than max_lag events behind or when the window drops an event it has not been sent yet.
+ */
 int rc_config_validate(const struct rc_config *c, char *err, size_t errlen)
 {
-    if (c->max_lag > c->history_size) {
-        snprintf(err, errlen, "max_lag (%u) must not exceed history_size (%u)", c->max_lag,
-                 c->history_size);
-        return -EINVAL;
-    }
     if (c->max_request_line > c->max_header_bytes) {
         snprintf(err, errlen, "max_request_line (%u) must not exceed max_header_bytes (%u)",
                  c->max_request_line, c->max_header_bytes);
@@ -789,18 +983,99 @@ int rc_config_validate(const struct rc_config *c, char *err, size_t errlen)
 void rc_config_channel_history(const struct rc_config *c, const char *name, size_t len,
                                uint32_t *size, uint32_t *ttl_ms, uint64_t *max_bytes)
 {
-    size_t best = 0;
-    *size = c->history_size;
-    *ttl_ms = c->history_ttl_ms;
-    *max_bytes = c->history_max_bytes;
+    const struct rc_config_prefix *best = NULL;
+    size_t best_len = 0;
+
     for (uint32_t i = 0; i < c->nprefixes; i++) {
         const struct rc_config_prefix *p = &c->prefixes[i];
-        size_t n = strlen(p->prefix);
-        if (n > best && n <= len && memcmp(p->prefix, name, n) == 0) {
-            best = n;
-            *size = p->history_size;
-            *ttl_ms = p->history_ttl_ms;
-            *max_bytes = p->history_max_bytes;
+        size_t plen = strlen(p->prefix);
+
+        if (plen > best_len && plen <= len && memcmp(p->prefix, name, plen) == 0) {
+            best = p;
+            best_len = plen;
         }
     }
+    if (best) {
+        *size = best->history_size;
+        *ttl_ms = best->history_ttl_ms;
+        *max_bytes = best->history_max_bytes;
+    } else {
+        *size = c->history_size;
+        *ttl_ms = c->history_ttl_ms;
+        *max_bytes = c->history_max_bytes;
+    }
+}
+
+/* Copies size bytes at live over those at next; returns whether they differed. */
+static bool keep(void *next, const void *live, size_t size)
+{
+    bool differs = memcmp(next, live, size) != 0;
+
+    memcpy(next, live, size);
+    return differs;
+}
+
+/*
+ * Copies the prefix sections; returns whether they differed. Entries are compared field by
+ * field because the padding inside struct rc_config_prefix is not part of the value.
+ */
+static bool keep_prefixes(struct rc_config *next, const struct rc_config *live)
+{
+    bool differs = next->nprefixes != live->nprefixes;
+
+    for (uint32_t i = 0; !differs && i < live->nprefixes; i++) {
+        const struct rc_config_prefix *a = &next->prefixes[i], *b = &live->prefixes[i];
+
+        differs = strcmp(a->prefix, b->prefix) != 0 || a->history_size != b->history_size ||
+                  a->history_ttl_ms != b->history_ttl_ms ||
+                  a->history_max_bytes != b->history_max_bytes;
+    }
+    next->nprefixes = live->nprefixes;
+    memcpy(next->prefixes, live->prefixes, sizeof(next->prefixes));
+    return differs;
+}
+
+#define KEEP(field) keep(&next->field, &live->field, sizeof(live->field))
+
+void rc_config_keep_restart_keys(struct rc_config *next, const struct rc_config *live,
+                                 void (*changed)(const char *key, void *arg), void *arg)
+{
+    /*
+     * Why each key needs a restart, from how the engine uses it: the listeners, the worker
+     * threads, their rings' file tables, provided buffers and canned responses (CORS, retry:)
+     * are made once at start; a request head split across reads sits in a buffer of
+     * max_header_bytes, and a compressed client message inflates into one of max_message, which
+     * a larger value would overrun; a channel's history is sized when the channel is made; the
+     * feed's socket is bound and chmod-ed once, its ring's completion queue is sized from
+     * max_pending, and a publisher's receive buffer is bounded by max_payload while a command
+     * is half read; max_queued bounds a queue per connection that may be sized when it is made.
+     * The `|` (not `||`) copies both fields of listen whatever the first comparison says.
+     */
+    const struct {
+        const char *key;
+        bool differs;
+    } kept[] = {
+        {"[server] listen", KEEP(listen_host) | KEEP(listen_port)},
+        {"[server] workers", KEEP(workers)},
+        {"[server] max_connections_per_worker", KEEP(max_connections_per_worker)},
+        {"[server] recv_buffers", KEEP(recv_buffers)},
+        {"[server] recv_buffer_size", KEEP(recv_buffer_size)},
+        {"[http] max_header_bytes", KEEP(max_header_bytes)},
+        {"[http] cors_origin", KEEP(cors_origin)},
+        {"[sse] retry", KEEP(retry_ms)},
+        {"[channels] history_size", KEEP(history_size)},
+        {"[channels] history_ttl", KEEP(history_ttl_ms)},
+        {"[channels] history_max_bytes", KEEP(history_max_bytes)},
+        {"[channels:PREFIX]", keep_prefixes(next, live)},
+        {"[feed] socket", KEEP(socket)},
+        {"[feed] mode", KEEP(socket_mode)},
+        {"[feed] max_payload", KEEP(max_payload)},
+        {"[feed] max_pending", KEEP(max_pending)},
+        {"[websocket] max_message", KEEP(ws_max_message)},
+        {"[websocket] max_queued", KEEP(ws_max_queued)},
+    };
+
+    for (size_t i = 0; i < ARRAY_SIZE(kept); i++)
+        if (kept[i].differs)
+            changed(kept[i].key, arg);
 }

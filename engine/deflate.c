@@ -411,18 +411,38 @@ int rc_inflate(struct rc_inflater *inf, const void *in, size_t n, bool final, un
 {
     static const unsigned char tail[4] = {0x00, 0x00, 0xff, 0xff};
     int r = inflate_bytes(inf, in, n, out, out_cap, out_len);
+    bool ended_before_tail;
 
     if (r != 0 || !final)
         return r;
-    r = inflate_bytes(inf, tail, sizeof tail, out, out_cap, out_len);
-    if (r != 0)
-        return r;
+    ended_before_tail = inf->stream_ended;
+    /*
+     * A message whose last bytes end a final block, as zlib's Z_FINISH leaves it (section 7.2.3.4
+     * without the empty stored block header after the final block), is complete as it is.
+     * inflateReset() zeroed total_in at the end of the stream, so it counts what followed.
+     */
+    if (!ended_before_tail || inf->zs.total_in != 0) {
+        inf->stream_ended = false;
+        r = inflate_bytes(inf, tail, sizeof tail, out, out_cap, out_len);
+        if (r != 0)
+            return r;
+        /*
+         * Section 7.2.1 ends every message with the header of an empty stored block, which the
+         * tail completes, so the inflater must now wait at the start of the next block with no
+         * bits left over (zlib reports exactly that as data_type 128), unless the tail ended a
+         * final empty stored block. Anything else is a message cut short, or an empty payload:
+         * the tail was read as compressed data, so the message would be taken truncated or
+         * garbled, and with context takeover the next, valid, message would fail instead.
+         */
+        if (!inf->stream_ended && (inf->zs.data_type & 0xff) != 128)
+            return -EBADMSG;
+    }
     /*
      * A client without context takeover must not refer back to an earlier message; starting
      * each one afresh makes such a reference fail instead of quietly working. A stream that
      * ended starts afresh too, since nothing of it can carry over.
      */
-    if (inf->no_context_takeover || inf->stream_ended) {
+    if (inf->no_context_takeover || inf->stream_ended || ended_before_tail) {
         inflateReset(&inf->zs);
         inf->stream_ended = false;
     }

@@ -38,8 +38,13 @@ struct rc_event *rc_event_new(const struct rc_event_spec *spec, uint64_t seq, un
     size_t env_line =
         6 + spec->id_len + 1 + spec->channel_len + (spec->type ? 1 + spec->type_len : 0) + 1;
     unsigned char env_head[RC_WS_MAX_SERVER_HEADER];
+    /* A text message must be UTF-8 as a whole, the publisher's id and type included. */
+    int env_opcode = opcode;
+    if (!rc_utf8_valid(spec->id, spec->id_len) ||
+        (spec->type && !rc_utf8_valid(spec->type, spec->type_len)))
+        env_opcode = RC_WS_BINARY;
     size_t env_head_len =
-        rc_ws_frame_header(env_head, opcode, true, false, env_line + spec->payload_len);
+        rc_ws_frame_header(env_head, env_opcode, true, false, env_line + spec->payload_len);
     size_t env_len = env_head_len + env_line + spec->payload_len;
     if (sse_len > UINT32_MAX || env_len > UINT32_MAX || spec->id_len > UINT16_MAX)
         return NULL;

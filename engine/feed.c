@@ -607,6 +607,7 @@ static void *feed_main(void *arg)
     while (!f->stopping) {
         int ret = rc_ring_run(&f->ring, 1000, on_cqe, f);
         rc_assert(ret >= 0);
+        f->cfg = rc_server_config(f->server);
         if (f->accept_retry && !f->stopping) {
             f->accept_retry = false;
             rc_ring_accept(&f->ring, f->listen_fd, rc_ud(f, RC_OP_ACCEPT, 0));

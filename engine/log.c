@@ -5,19 +5,24 @@
 #include "ringcast/assert.h"
 
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
-static enum rc_log_level max_level = RC_LOG_INFO;
+/*
+ * Atomic because a configuration reload sets it on the main thread while every thread logs.
+ * Relaxed is enough: a message just before the change may be judged by the old level.
+ */
+static _Atomic int max_level = RC_LOG_INFO;
 static __thread char thread_name[16] = "main";
 
 static const char *const level_names[] = {"error", "warn", "info", "debug"};
 
 void rc_log_set_level(enum rc_log_level level)
 {
-    max_level = level;
+    atomic_store_explicit(&max_level, (int)level, memory_order_relaxed);
 }
 
 void rc_log_set_thread(const char *name)
@@ -27,7 +32,7 @@ void rc_log_set_thread(const char *name)
 
 int rc_log_enabled(enum rc_log_level level)
 {
-    return level <= max_level;
+    return (int)level <= atomic_load_explicit(&max_level, memory_order_relaxed);
 }
 
 void rc_log(enum rc_log_level level, const char *fmt, ...)
@@ -38,7 +43,7 @@ void rc_log(enum rc_log_level level, const char *fmt, ...)
     va_list ap;
     int n;
 
-    if (level > max_level)
+    if (!rc_log_enabled(level))
         return;
     clock_gettime(CLOCK_REALTIME, &ts);
     gmtime_r(&ts.tv_sec, &tm);

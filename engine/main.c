@@ -23,7 +23,8 @@ static void usage(FILE *out)
             "  -v, --version       print the version and exit\n"
             "  -h, --help          print this help and exit\n"
             "\n"
-            "Every key and its default is documented in conf/ringcast.ini.\n");
+            "Every key and its default is documented in conf/ringcast.ini. SIGHUP reloads FILE;\n"
+            "the keys marked (restart) there keep their running values until a restart.\n");
 }
 
 int main(int argc, char **argv)
@@ -77,5 +78,5 @@ int main(int argc, char **argv)
         printf("%s: configuration OK\n", path ? path : "built-in configuration");
         return 0;
     }
-    return rc_server_run(&cfg);
+    return rc_server_run(&cfg, path);
 }

@@ -8,6 +8,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +19,97 @@
 
 #include "ringcast/assert.h"
 #include "ringcast/log.h"
+
+/* One configuration the server has published. */
+struct rc_server_config {
+    struct rc_server_config *older;
+    struct rc_config cfg;
+};
+
+const struct rc_config *rc_server_config(const struct rc_server *s)
+{
+    return atomic_load_explicit(&s->cfg, memory_order_acquire);
+}
+
+/*
+ * Makes a copy of cfg the live configuration. The release store pairs with the acquire load
+ * in rc_server_config(), so a thread that sees the new pointer sees the whole copy.
+ */
+static int publish_config(struct rc_server *s, const struct rc_config *cfg)
+{
+    struct rc_server_config *sc = malloc(sizeof(*sc));
+
+    if (!sc)
+        return -ENOMEM;
+    sc->cfg = *cfg;
+    sc->older = s->configs;
+    s->configs = sc;
+    atomic_store_explicit(&s->cfg, &sc->cfg, memory_order_release);
+    return 0;
+}
+
+/* Frees every configuration published; only once no other thread runs. */
+static void free_configs(struct rc_server *s)
+{
+    while (s->configs) {
+        struct rc_server_config *older = s->configs->older;
+
+        free(s->configs);
+        s->configs = older;
+    }
+}
+
+static void warn_restart_key(const char *key, void *arg)
+{
+    rc_warn("SIGHUP: %s changed in the file but needs a restart; keeping the running value", key);
+}
+
+/*
+ * Reloads the configuration file on SIGHUP. The file is read into fresh defaults, as at
+ * start-up, so that a key removed from the file returns to its default. Keys that sized
+ * something at start-up keep their running values (rc_config_keep_restart_keys()), and the
+ * result is validated once more because such a key may take part in a cross-key rule
+ * (max_request_line <= max_header_bytes). Anything that fails leaves the live configuration as
+ * it is.
+ */
+static void reload_config(struct rc_server *s)
+{
+    const struct rc_config *live = rc_server_config(s);
+    struct rc_config next;
+    char err[512], why[512];
+
+    if (!s->config_path) {
+        rc_warn("SIGHUP: ringcast was started without -c, so there is no file to reload");
+        return;
+    }
+    rc_config_defaults(&next);
+    if (rc_config_load_file(&next, s->config_path, err, sizeof(err)) < 0) {
+        rc_error("SIGHUP: %s; keeping the running configuration", err);
+        rc_stat_add(s->config_reload_errors, 1);
+        return;
+    }
+    if (rc_config_validate(&next, why, sizeof(why)) < 0) {
+        rc_error("SIGHUP: %s: %s; keeping the running configuration", s->config_path, why);
+        rc_stat_add(s->config_reload_errors, 1);
+        return;
+    }
+    rc_config_keep_restart_keys(&next, live, warn_restart_key, NULL);
+    if (rc_config_validate(&next, why, sizeof(why)) < 0) {
+        rc_error("SIGHUP: %s: %s with the running values of the keys that need a restart; "
+                 "keeping the running configuration",
+                 s->config_path, why);
+        rc_stat_add(s->config_reload_errors, 1);
+        return;
+    }
+    if (publish_config(s, &next) < 0) {
+        rc_error("SIGHUP: out of memory; keeping the running configuration");
+        rc_stat_add(s->config_reload_errors, 1);
+        return;
+    }
+    rc_log_set_level(next.log_level);
+    rc_stat_add(s->config_reloads, 1);
+    rc_info("SIGHUP: reloaded %s", s->config_path);
+}
 
 int rc_server_worker_ring(const struct rc_server *s, unsigned i)
 {
@@ -118,11 +210,23 @@ size_t rc_server_info(const struct rc_server *s, char *buf, size_t cap)
         sum.ws_errors += rc_stat_get(ws->ws_errors);
         sum.ws_pings += rc_stat_get(ws->ws_pings);
         sum.ws_pong_timeouts += rc_stat_get(ws->ws_pong_timeouts);
+        sum.ws_commands += rc_stat_get(ws->ws_commands);
+        sum.ws_command_errors += rc_stat_get(ws->ws_command_errors);
+        sum.ws_upstream += rc_stat_get(ws->ws_upstream);
+        sum.ws_upstream_unheard += rc_stat_get(ws->ws_upstream_unheard);
+        sum.ws_upstream_busy += rc_stat_get(ws->ws_upstream_busy);
+        sum.ws_direct += rc_stat_get(ws->ws_direct);
+        sum.channel_limit += rc_stat_get(ws->channel_limit);
+        sum.resumes += rc_stat_get(ws->resumes);
+        sum.resume_gaps += rc_stat_get(ws->resume_gaps);
     }
     const struct rc_feed_stats *fs = &s->feed.stats;
     OUT("# Server\r\nversion:%s\r\nuptime_seconds:%ld\r\nworkers:%u\r\n"
-        "capacity_per_worker:%u\r\n",
-        RC_VERSION, (long)(time(NULL) - s->started), s->nworkers, s->workers[0].capacity);
+        "capacity_per_worker:%u\r\ninstance:%s\r\nconfig_reloads:%lu\r\n"
+        "config_reload_errors:%lu\r\n",
+        RC_VERSION, (long)(time(NULL) - s->started), s->nworkers, s->workers[0].capacity,
+        s->feed.instance, (unsigned long)rc_stat_get(s->config_reloads),
+        (unsigned long)rc_stat_get(s->config_reload_errors));
     OUT("# Clients\r\nconnections:%lu\r\n", (unsigned long)sum.connections);
     for (unsigned i = 0; i < s->nworkers; i++)
         OUT("worker_%u_connections:%lu\r\n", i,
@@ -141,6 +245,14 @@ size_t rc_server_info(const struct rc_server *s, char *buf, size_t cap)
         (unsigned long)sum.ws_upgrades, (unsigned long)sum.ws_messages_in,
         (unsigned long)sum.ws_errors, (unsigned long)sum.ws_pings,
         (unsigned long)sum.ws_pong_timeouts);
+    OUT("ws_commands:%lu\r\nws_command_errors:%lu\r\nws_upstream:%lu\r\n"
+        "ws_upstream_unheard:%lu\r\nws_upstream_busy:%lu\r\nws_direct:%lu\r\n"
+        "channel_limit:%lu\r\nresumes:%lu\r\nresume_gaps:%lu\r\n",
+        (unsigned long)sum.ws_commands, (unsigned long)sum.ws_command_errors,
+        (unsigned long)sum.ws_upstream, (unsigned long)sum.ws_upstream_unheard,
+        (unsigned long)sum.ws_upstream_busy, (unsigned long)sum.ws_direct,
+        (unsigned long)sum.channel_limit, (unsigned long)sum.resumes,
+        (unsigned long)sum.resume_gaps);
     OUT("# Feed\r\npublished:%lu\r\nfeed_connections:%lu\r\nfeed_commands:%lu\r\n"
         "feed_pending:%lu\r\nfeed_protocol_errors:%lu\r\nfeed_command_errors:%lu\r\n"
         "feed_rejected:%lu\r\nfeed_msg_failures:%lu\r\n",
@@ -191,7 +303,8 @@ static int start_threads(struct rc_server *s)
     return ret;
 }
 
-static void wait_for_stop_signal(void)
+/* Waits for SIGINT or SIGTERM, reloading the configuration on every SIGHUP meanwhile. */
+static void wait_for_stop_signal(struct rc_server *s)
 {
     sigset_t set;
     int sig;
@@ -203,7 +316,7 @@ static void wait_for_stop_signal(void)
         if (sigwait(&set, &sig) != 0)
             continue;
         if (sig == SIGHUP) {
-            rc_warn("SIGHUP: configuration reload is not supported yet; keeping the running one");
+            reload_config(s);
             continue;
         }
         rc_info("%s: stopping", sig == SIGINT ? "SIGINT" : "SIGTERM");
@@ -211,15 +324,17 @@ static void wait_for_stop_signal(void)
     }
 }
 
-int rc_server_run(const struct rc_config *cfg)
+int rc_server_run(const struct rc_config *cfg, const char *config_path)
 {
     struct rc_server *s = calloc(1, sizeof(*s));
     sigset_t set;
     int ret;
 
-    if (!s)
+    if (!s || publish_config(s, cfg) < 0)
         return 1;
-    s->cfg = *cfg;
+    /* From here on cfg is the server's own copy, which lives as long as the server. */
+    cfg = rc_server_config(s);
+    s->config_path = config_path;
     s->started = time(NULL);
     rc_log_set_level(cfg->log_level);
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
@@ -237,7 +352,7 @@ int rc_server_run(const struct rc_config *cfg)
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    int probe = open_listener(&s->cfg, false);
+    int probe = open_listener(cfg, false);
     if (probe < 0) {
         rc_error("cannot listen on %s:%u: %s", cfg->listen_host, cfg->listen_port,
                  probe == -EADDRINUSE ? "the address is already in use" : strerror(-probe));
@@ -251,9 +366,9 @@ int rc_server_run(const struct rc_config *cfg)
         struct rc_worker *w = &s->workers[i];
         w->id = i;
         w->server = s;
-        w->cfg = &s->cfg;
+        w->cfg = cfg;
         w->capacity = capacity;
-        w->listen_fd = open_listener(&s->cfg, true);
+        w->listen_fd = open_listener(cfg, true);
         if (w->listen_fd < 0) {
             rc_error("cannot listen on %s:%u: %s", cfg->listen_host, cfg->listen_port,
                      strerror(-w->listen_fd));
@@ -261,7 +376,7 @@ int rc_server_run(const struct rc_config *cfg)
         }
     }
     s->feed.server = s;
-    ret = rc_feed_listen(&s->feed, &s->cfg);
+    ret = rc_feed_listen(&s->feed, cfg);
     if (ret < 0) {
         rc_error("cannot listen on feed socket %s: %s", cfg->socket,
                  ret == -EADDRINUSE ? "another ringcast is serving it" : strerror(-ret));
@@ -282,7 +397,7 @@ int rc_server_run(const struct rc_config *cfg)
             ft->defer_taskrun ? "yes" : "no", ft->msg_ring ? "yes" : "no",
             ft->send_zc ? "yes" : "no", ft->bundles ? "yes" : "no");
 
-    wait_for_stop_signal();
+    wait_for_stop_signal(s);
     post_stop(s);
     pthread_join(s->feed.thread, NULL);
     for (unsigned i = 0; i < s->nworkers; i++)
@@ -292,6 +407,7 @@ int rc_server_run(const struct rc_config *cfg)
         rc_ring_exit(&s->workers[i].ring);
     rc_info("stopped");
     free(s->workers);
+    free_configs(s);
     free(s);
     return 0;
 }

@@ -73,10 +73,9 @@ static bool missed_any(struct rc_worker *w, const struct rc_stream_request *sr, 
 {
     for (unsigned i = 0; i < sr->n; i++) {
         size_t len = sr->name_lens[i];
-        struct rc_channel *ch =
-            rc_channel_find(&w->channels, sr->names[i], len, rc_channel_hash(sr->names[i], len));
-        /* A channel forgotten here may have had events after the id: say so, to be safe. */
-        if (ch ? ch->dropped_seq > after : w->channels.forgotten_seq > after)
+        uint32_t hash = rc_channel_hash(sr->names[i], len);
+        struct rc_channel *ch = rc_channel_find(&w->channels, sr->names[i], len, hash);
+        if (ch ? ch->dropped_seq > after : rc_channel_forgotten(&w->channels, hash) > after)
             return true;
     }
     return false;

@@ -629,6 +629,20 @@ static void worker_cleanup(struct rc_worker *w)
     w->listen_fd = -1;
 }
 
+/*
+ * Takes a reloaded configuration. Timers scheduled with the old intervals are brought forward
+ * when the new ones are shorter, so that a shorter heartbeat or ping interval takes effect now,
+ * not after one more of the old intervals.
+ */
+static void take_config(struct rc_worker *w, const struct rc_config *cfg)
+{
+    w->cfg = cfg;
+    if (cfg->heartbeat_interval_ms && w->now_ms + cfg->heartbeat_interval_ms < w->next_heartbeat_ms)
+        w->next_heartbeat_ms = w->now_ms + cfg->heartbeat_interval_ms;
+    if (cfg->ws_ping_interval_ms && w->now_ms + cfg->ws_ping_interval_ms < w->next_ping_ms)
+        w->next_ping_ms = w->now_ms + cfg->ws_ping_interval_ms;
+}
+
 static void *worker_main(void *arg)
 {
     struct rc_worker *w = arg;
@@ -648,6 +662,8 @@ static void *worker_main(void *arg)
         int ret = rc_ring_run(&w->ring, next_timeout(w), on_cqe, w);
         rc_assert(ret >= 0);
         w->now_ms = monotonic_ms();
+        if (rc_server_config(w->server) != w->cfg)
+            take_config(w, rc_server_config(w->server));
         if (w->cfg->heartbeat_interval_ms && w->now_ms >= w->next_heartbeat_ms) {
             rc_stream_foreach(w, heartbeat);
             w->next_heartbeat_ms = w->now_ms + w->cfg->heartbeat_interval_ms;

@@ -81,9 +81,23 @@ struct rc_channel_table {
     struct rc_channel **buckets; /* owned; chains of channels owned by the table */
     uint32_t mask;
     uint32_t count;
-    unsigned worker;        /* index of the owning worker, for rc_event_use() */
-    uint64_t forgotten_seq; /* newest engine seq dropped by a channel since destroyed */
+    unsigned worker;     /* index of the owning worker, for rc_event_use() */
+    uint64_t *forgotten; /* owned; RC_CHANNEL_FORGOTTEN slots, see below */
 };
+
+/*
+ * What destroyed channels had dropped: slot hash % RC_CHANNEL_FORGOTTEN holds the newest engine
+ * seq that any channel hashing there dropped before it was forgotten. A channel created again
+ * starts from it, so a client resuming on it still learns that events are gone. Names that share
+ * a slot share their value, which can only make the answer more cautious, never miss a gap.
+ */
+#define RC_CHANNEL_FORGOTTEN 4096
+
+/* The newest engine seq dropped by a forgotten channel of this hash (0: none known). */
+static inline uint64_t rc_channel_forgotten(const struct rc_channel_table *t, uint32_t hash)
+{
+    return t->forgotten[hash % RC_CHANNEL_FORGOTTEN];
+}
 
 /* FNV-1a over the channel name; the feed computes it once per event. */
 uint32_t rc_channel_hash(const char *name, size_t len);

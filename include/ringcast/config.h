@@ -50,9 +50,9 @@ struct rc_config {
     uint32_t max_channels_per_connection;
     uint32_t nprefixes; /* entries of prefixes[] in use */
     struct rc_config_prefix {
-        char prefix[129];      /* channels whose name starts with this */
-        uint32_t history_size; /* replace the [channels] values for them */
-        uint32_t history_ttl_ms;
+        char prefix[129];        /* channels whose name starts with this */
+        uint32_t history_size;   /* replace the [channels] values for them; a key the */
+        uint32_t history_ttl_ms; /* section leaves out holds the [channels] value */
         uint64_t history_max_bytes;
     } prefixes[RC_CONFIG_MAX_PREFIXES]; /* "[channels:PREFIX]" sections; the longest match wins */
 
@@ -63,8 +63,7 @@ struct rc_config {
     uint32_t max_feed_connections;
     uint32_t max_pending; /* published events awaiting workers before the feed stops reading */
     uint32_t feed_idle_timeout_ms; /* publisher connections silent this long are closed; 0: never */
-    uint64_t
-        max_subscriber_buffer; /* bytes queued to a SUBSCRIBEd feed connection before it is cut */
+    uint64_t max_subscriber_buffer; /* bytes queued to a SUBSCRIBEd connection before it is cut */
 
     /* [websocket] */
     char ws_protocols[256];           /* subprotocols spoken, "a,b" (empty: none) */
@@ -87,6 +86,10 @@ void rc_config_defaults(struct rc_config *c);
 /*
  * Reads the ini file at path over the values already in c. Returns 0, or a negative errno with
  * err set to "path:line: message" (or "path: message" when the file cannot be read).
+ *
+ * A "[channels:PREFIX]" section adds an entry to c->prefixes, or replaces the entry c already
+ * has for that prefix. The keys it leaves out take the [channels] values that hold once the
+ * whole file is read, wherever in the file [channels] is.
  */
 int rc_config_load_file(struct rc_config *c, const char *path, char *err, size_t errlen);
 
@@ -97,14 +100,25 @@ int rc_config_load_file(struct rc_config *c, const char *path, char *err, size_t
 int rc_config_load_string(struct rc_config *c, const char *name, const char *text, size_t len,
                           char *err, size_t errlen);
 
+/* Checks values that depend on each other (max_request_line <= max_header_bytes, ...). */
+int rc_config_validate(const struct rc_config *c, char *err, size_t errlen);
+
 /*
- * The history limits of channel name[0..len): those of the longest "[channels:PREFIX]" section
- * that matches it, else the [channels] values. Pure.
+ * The history settings of the channel name[0..len): those of the longest "[channels:PREFIX]"
+ * section whose prefix starts the name, else the [channels] values. Pure; any thread.
  */
 void rc_config_channel_history(const struct rc_config *c, const char *name, size_t len,
                                uint32_t *size, uint32_t *ttl_ms, uint64_t *max_bytes);
 
-/* Checks values that depend on each other (history_size >= max_lag, ...); same error form. */
-int rc_config_validate(const struct rc_config *c, char *err, size_t errlen);
+/*
+ * For a reload: copies every key that only takes effect at start-up (it sized an allocation or a
+ * kernel object, or was copied into state that outlives a loop iteration) from `live` into
+ * `next`, calling changed(key, arg) with "[section] key" for each one whose value differs (the
+ * prefix sections count as one key, "[channels:PREFIX]"). Every other key of `next` takes
+ * effect as it is. conf/ringcast.ini marks the same keys "(restart)", and a unit test holds the
+ * two together.
+ */
+void rc_config_keep_restart_keys(struct rc_config *next, const struct rc_config *live,
+                                 void (*changed)(const char *key, void *arg), void *arg);
 
 #endif

@@ -76,8 +76,10 @@ struct rc_inflater *rc_inflater_new(int window_bits, bool no_context_takeover);
  *
  * Returns 0, -EMSGSIZE as soon as the message would inflate to more than out_cap bytes (answer
  * 1009: the excess is never produced, so a small frame cannot make the server allocate or
- * inflate a large one), -EBADMSG when the data is not valid DEFLATE (answer 1007), or -ENOMEM
- * (answer 1011). After an error the inflater may only be freed.
+ * inflate a large one), -EBADMSG when the data is not valid DEFLATE or the message does not end
+ * as section 7.2.1 ends one, with the header of an empty stored block (or a final block), so
+ * that it was cut short or is empty (answer 1007), or -ENOMEM (answer 1011). After an error the
+ * inflater may only be freed.
  */
 int rc_inflate(struct rc_inflater *inf, const void *in, size_t n, bool final, unsigned char *out,
                size_t out_cap, size_t *out_len);

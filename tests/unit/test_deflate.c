@@ -395,6 +395,80 @@ TEST(no_context_takeover_is_enforced)
     rc_inflater_free(NULL);
 }
 
+TEST(messages_cut_short_are_refused)
+{
+    /* "Hello" (section 7.2.3.1) without its last byte or two, and an empty payload. */
+    static const char *const cut[] = {"\xf2\x48\xcd\xc9\xc9\x07", "\xf2\x48\xcd\xc9\xc9",
+                                      "\xf2\x48\xcd", "\xf2", ""};
+    static const char text[] = "event: tick\ndata: {\"seq\": 12345, \"price\": 101.25}\n\n"
+                               "event: tick\ndata: {\"seq\": 12346, \"price\": 101.5}\n\n";
+    unsigned char out[256], *c;
+    size_t len, clen;
+
+    for (size_t i = 0; i < sizeof cut / sizeof cut[0]; i++) {
+        for (int cnct = 0; cnct < 2; cnct++) {
+            struct rc_inflater *inf = rc_inflater_new(15, cnct);
+
+            /* Before it was refused, the tail was read as data: "Hellh" for the second. */
+            CHECK_EQ(inflate_message(inf, (const unsigned char *)cut[i], strlen(cut[i]), 64, out,
+                                     sizeof out, &len),
+                     -EBADMSG);
+            rc_inflater_free(inf);
+            /* Also after a good message, which used to leave the next one to fail instead. */
+            inf = rc_inflater_new(15, cnct);
+            CHECK_EQ(
+                inflate_message(inf, S("\xf2\x48\xcd\xc9\xc9\x07\x00"), 64, out, sizeof out, &len),
+                0);
+            CHECK_EQ(inflate_message(inf, (const unsigned char *)cut[i], strlen(cut[i]), 1, out,
+                                     sizeof out, &len),
+                     -EBADMSG);
+            rc_inflater_free(inf);
+        }
+    }
+    /* Every proper prefix of a message in one block is refused; the whole one is taken. */
+    CHECK_EQ(compress(text, sizeof text - 1, 15, &c, &clen), 0);
+    for (size_t n = 0; n <= clen; n++) {
+        struct rc_inflater *inf = rc_inflater_new(15, false);
+        int r = inflate_message(inf, c, n, 16, out, sizeof out, &len);
+
+        if (n < clen && r != -EBADMSG) {
+            fprintf(stderr, "prefix of %zu/%zu bytes: %d\n", n, clen, r);
+            CHECK(0);
+        }
+        if (n == clen)
+            CHECK(r == 0 && len == sizeof text - 1 && memcmp(out, text, len) == 0);
+        rc_inflater_free(inf);
+    }
+    free(c);
+}
+
+TEST(messages_that_end_a_stream_are_taken)
+{
+    struct rc_inflater *inf = rc_inflater_new(15, false);
+    unsigned char out[64];
+    size_t len;
+
+    /* "Hello", then the empty stored block with BFINAL set: the tail completes the stream. */
+    CHECK_EQ(inflate_message(inf, S("\xf2\x48\xcd\xc9\xc9\x07\x04"), 64, out, sizeof out, &len), 0);
+    CHECK_MEM(out, len, "Hello");
+    /* A message that ends with its final block (as Z_FINISH leaves it), and two blocks of which
+     * the second is final. */
+    CHECK_EQ(inflate_message(inf, S("\xf3\x48\xcd\xc9\xc9\x07\x00"), 3, out, sizeof out, &len), 0);
+    CHECK_MEM(out, len, "Hello");
+    CHECK_EQ(inflate_message(inf, S("\xf2\x48\x05\x00\x00\x00\xff\xff\xcb\xc9\xc9\x07\x00"), 64,
+                             out, sizeof out, &len),
+             0);
+    CHECK_MEM(out, len, "Hello");
+    /* Each left the inflater ready for the next message, which starts a fresh stream. */
+    CHECK_EQ(inflate_message(inf, S("\xf2\x48\xcd\xc9\xc9\x07\x00"), 64, out, sizeof out, &len), 0);
+    CHECK_MEM(out, len, "Hello");
+    /* Still, a stream that ends and then starts a block it does not finish is cut short. */
+    CHECK_EQ(
+        inflate_message(inf, S("\xf3\x48\xcd\xc9\xc9\x07\x00\xf2\x48"), 64, out, sizeof out, &len),
+        -EBADMSG);
+    rc_inflater_free(inf);
+}
+
 TEST(output_limit_is_exact)
 {
     struct rc_inflater *inf = rc_inflater_new(15, false);

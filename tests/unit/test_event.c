@@ -181,7 +181,10 @@ TEST(history_keeps_a_window_and_releases_what_falls_out)
     CHECK_EQ(ch->dropped_seq, 14);
     rc_channel_destroy(&t, ch);
     CHECK_EQ(t.count, 0);
-    CHECK_EQ(t.forgotten_seq, 14);
+    CHECK_EQ(rc_channel_forgotten(&t, rc_channel_hash("c", 1)), 14);
+    /* Created again, the channel remembers what its predecessor dropped. */
+    ch = rc_channel_create(&t, "c", 1, rc_channel_hash("c", 1), &lim);
+    CHECK_EQ(ch->dropped_seq, 14);
     rc_channel_table_destroy(&t);
 }
 

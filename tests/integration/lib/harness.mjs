@@ -745,10 +745,11 @@ export async function publish(sock, channel, payload) {
 }
 
 /** XPUBLISH via redis-cli with optional {event, id}; returns the integer reply. */
-export async function xpublish(sock, channel, payload, { event, id } = {}) {
+export async function xpublish(sock, channel, payload, { event, id, binary } = {}) {
   const args = ['XPUBLISH', channel, payload];
   if (event !== undefined) args.push('EVENT', event);
   if (id !== undefined) args.push('ID', id);
+  if (binary) args.push('BINARY');
   return cliInt(await redisCli(sock, args), `XPUBLISH ${channel}`);
 }
 
