@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { startServer, sseConnect, feedConnect, resp, info, waitInfo } from './lib/harness.mjs';
 
 // Until the fix lands these are marked todo (they run and report, but do not fail the file).
-const FEED_ACK_UAF = 'engine bug (5a817d8, still in 039c1be): feed.c on_ack use-after-free; drop this todo with the fix';
+const FEED_ACK_UAF = 'engine bug: feed.c on_ack use-after-free (found at 5a817d8, still at 7225e5d); drop this todo with the fix';
 
 /**
  * The feed's release_acked() releases every queued event whose `pending` count is already 0 when
