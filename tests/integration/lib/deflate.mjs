@@ -94,7 +94,7 @@ export function offerHeaders(...offers) {
  * {status, extensions: [values] | undefined, head} without keeping the connection.
  */
 export async function handshake(port, channel, offers) {
-  const c = wsRaw(port, channel, { headers: offerHeaders(...offers) });
+  const c = wsRaw(port, channel, { headers: offerHeaders(...offers), unheard: false });
   try {
     await c.waitHead(3000);
     return { status: c.head.status, extensions: c.head.headers['sec-websocket-extensions'], head: c.headText };
@@ -108,7 +108,7 @@ export async function handshake(port, channel, offers) {
  * asserts the extension answer: `agreed` (the exact value) or none when agreed is null.
  */
 export async function wsOpenDeflate(port, channel, offer = 'permessage-deflate', agreed = 'permessage-deflate; server_no_context_takeover') {
-  const c = await wsOpen(port, channel, { headers: offer === null ? [] : offerHeaders(offer) });
+  const c = await wsOpen(port, channel, { headers: offer === null ? [] : offerHeaders(offer), unheard: false });
   assert.deepEqual(c.head.headers['sec-websocket-extensions'], agreed === null ? undefined : [agreed], c.headText);
   return c;
 }
