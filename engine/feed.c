@@ -185,12 +185,19 @@ static void arm_recv(struct rc_feed *f, struct feed_conn *fc)
                  rc_ud(fc, RC_OP_RECV, 0));
 }
 
-/* Moves replies whose publishes every worker has acknowledged into `out`, in order. */
+/*
+ * Moves replies whose publishes every worker has acknowledged into `out`, in order.
+ *
+ * An event counts as acknowledged once its RC_OP_ACK has been handled here, which clears its
+ * origin, and not as soon as its pending count reaches zero: the last worker posts the ACK
+ * after that, so releasing (and maybe freeing) the event on the count alone would leave its
+ * ACK on the way to an event that is gone.
+ */
 static void release_acked(struct rc_feed *f, struct feed_conn *fc)
 {
     while (fc->q_len) {
         struct pending *p = &fc->q[fc->q_head];
-        if (atomic_load_explicit(&p->ev->pending, memory_order_acquire) != 0)
+        if (p->ev->origin)
             break;
         unsigned long handed = atomic_load_explicit(&p->ev->handed, memory_order_relaxed);
         if (!(fc->flags & FC_GONE)) {
@@ -233,6 +240,7 @@ static void resume_paused(struct rc_feed *f)
 static void on_ack(struct rc_feed *f, struct rc_event *ev)
 {
     struct feed_conn *fc = ev->origin;
+    ev->origin = NULL;
     release_acked(f, fc);
     flush(f, fc);
     conn_finish(f, fc);
