@@ -96,13 +96,15 @@ enum {
 struct feed_conn {
     struct rc_link link;  /* in rc_feed.conns */
     struct rc_link plink; /* in rc_feed.paused while FC_PAUSED */
+    struct rc_link ilink; /* in rc_feed.idle while a publisher that is not closing */
     struct rc_link subs;  /* struct sub.clink: the channels it listens on */
     uint32_t nsubs;       /* nonzero: the connection is in subscribed mode */
     int fd;
     unsigned flags;
-    struct buf in;   /* received bytes not yet parsed */
-    struct buf out;  /* replies ready to send */
-    struct buf wire; /* the bytes of the send in flight; swapped with out */
+    uint64_t last_ms; /* CLOCK_MONOTONIC of its last complete command (or of its accept) */
+    struct buf in;    /* received bytes not yet parsed */
+    struct buf out;   /* replies ready to send */
+    struct buf wire;  /* the bytes of the send in flight; swapped with out */
     size_t wire_off;
     struct buf stage;  /* replies that come after q's oldest pending command */
     size_t stage_done; /* stage bytes already moved to out */
@@ -110,6 +112,19 @@ struct feed_conn {
     size_t q_head, q_len, q_cap;
     struct feed_conn *cut_next; /* on on_upstream()'s list of listeners to cut */
 };
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* Whether a list node is linked into some list (a removed node points at itself). */
+static bool linked(const struct rc_link *l)
+{
+    return l->next != l;
+}
 
 static int buf_reserve(struct buf *b, size_t extra)
 {
@@ -333,8 +348,11 @@ static int sub_add(struct rc_feed *f, struct feed_conn *fc, const char *name, si
     s->fc = fc;
     rc_link_insert_tail(&t->subs, &s->tlink);
     rc_link_insert_tail(&fc->subs, &s->clink);
-    if (fc->nsubs++ == 0)
+    if (fc->nsubs++ == 0) {
+        /* A listener is meant to be quiet: the idle timeout is for publishers only. */
+        rc_link_remove(&fc->ilink);
         rc_stat_add(f->stats.listeners, 1);
+    }
     return 0;
 }
 
@@ -730,11 +748,13 @@ static void cmd_subscribe(struct rc_feed *f, struct feed_conn *fc, const struct 
 /*
  * UNSUBSCRIBE [channel ...]: as Redis, each named channel gets a reply whether or not it was
  * subscribed, and without names every subscription ends (one reply with a null channel when
- * there was none).
+ * there was none). A connection that no longer listens is a publisher again, idle clock and all.
  */
 static void cmd_unsubscribe(struct rc_feed *f, struct feed_conn *fc, const struct rc_resp_arg *argv,
                             size_t argc)
 {
+    bool was_listening = fc->nsubs > 0;
+
     if (argc == 1 && fc->nsubs == 0)
         reply_pubsub(fc, "unsubscribe", NULL);
     while (argc == 1 && fc->nsubs) {
@@ -754,6 +774,10 @@ static void cmd_unsubscribe(struct rc_feed *f, struct feed_conn *fc, const struc
         if (s)
             sub_remove(f, s);
         reply_pubsub(fc, "unsubscribe", &argv[i]);
+    }
+    if (was_listening && fc->nsubs == 0 && !(fc->flags & (FC_CLOSE_AFTER | FC_GONE))) {
+        fc->last_ms = now_ms();
+        rc_link_insert_tail(&f->idle, &fc->ilink);
     }
 }
 
@@ -863,6 +887,7 @@ static void process(struct rc_feed *f, struct feed_conn *fc)
     struct rc_resp_limits lim = {MAX_ARGS, f->cfg->max_payload, MAX_INLINE};
     struct rc_resp_arg argv[MAX_ARGS];
     size_t consumed = 0;
+    bool executed = false;
 
     while (!(fc->flags & (FC_CLOSE_AFTER | FC_GONE))) {
         size_t argc = 0;
@@ -882,8 +907,16 @@ static void process(struct rc_feed *f, struct feed_conn *fc)
             break;
         }
         consumed += (size_t)n;
-        if (argc > 0)
+        if (argc > 0) {
             execute(f, fc, argv, argc);
+            executed = true;
+        }
+    }
+    if (executed && linked(&fc->ilink)) {
+        /* The idle list stays ordered by last command: the active move to its tail. */
+        fc->last_ms = now_ms();
+        rc_link_remove(&fc->ilink);
+        rc_link_insert_tail(&f->idle, &fc->ilink);
     }
     if (consumed) {
         memmove(fc->in.p, fc->in.p + consumed, fc->in.len - consumed);
@@ -901,6 +934,7 @@ static void process(struct rc_feed *f, struct feed_conn *fc)
 static void conn_free(struct rc_feed *f, struct feed_conn *fc)
 {
     sub_remove_all(f, fc);
+    rc_link_remove(&fc->ilink);
     free(fc->in.p);
     free(fc->out.p);
     free(fc->wire.p);
@@ -936,6 +970,7 @@ static void conn_finish(struct rc_feed *f, struct feed_conn *fc)
 static void conn_cut(struct rc_feed *f, struct feed_conn *fc)
 {
     fc->flags |= FC_GONE | FC_CLOSE_AFTER;
+    rc_link_remove(&fc->ilink);
     shutdown(fc->fd, SHUT_RDWR);
     flush(f, fc);
     conn_finish(f, fc);
@@ -963,6 +998,8 @@ static void on_accept(struct rc_feed *f, const struct rc_cqe *cqe)
     rc_link_init(&fc->plink);
     rc_link_init(&fc->subs);
     rc_link_insert_tail(&f->conns, &fc->link);
+    fc->last_ms = now_ms();
+    rc_link_insert_tail(&f->idle, &fc->ilink);
     rc_stat_add(f->stats.connections, 1);
     if (rc_stat_get(f->stats.connections) > f->cfg->max_feed_connections) {
         rc_stat_add(f->stats.rejected, 1);
@@ -1116,6 +1153,47 @@ static void on_msg_failed(struct rc_feed *f, const struct rc_cqe *cqe)
     }
 }
 
+/* Closes publishers that have sent no complete command for feed_idle_timeout_ms. */
+static void sweep_idle(struct rc_feed *f)
+{
+    uint64_t timeout = f->cfg->feed_idle_timeout_ms, now;
+
+    if (!timeout || rc_link_empty(&f->idle))
+        return;
+    now = now_ms();
+    /* The list is ordered by last command, so only the expired ones and one more are looked at. */
+    while (!rc_link_empty(&f->idle)) {
+        struct feed_conn *fc = rc_container_of(f->idle.next, struct feed_conn, ilink);
+        if (now - fc->last_ms < timeout)
+            break;
+        rc_link_remove(&fc->ilink);
+        if (fc->flags & (FC_GONE | FC_CLOSE_AFTER))
+            continue; /* closing already; its own completions free it */
+        if (fc->q_len || (fc->flags & FC_PAUSED)) {
+            /* It waits for the engine, not the other way round. */
+            fc->last_ms = now;
+            rc_link_insert_tail(&f->idle, &fc->ilink);
+            continue;
+        }
+        rc_stat_add(f->stats.idle_timeouts, 1);
+        conn_cut(f, fc);
+    }
+}
+
+/* Milliseconds the run loop may wait: a second, or less when an idle deadline comes sooner. */
+static int next_timeout(const struct rc_feed *f)
+{
+    uint64_t timeout = f->cfg->feed_idle_timeout_ms;
+
+    if (!timeout || rc_link_empty(&f->idle))
+        return 1000;
+    const struct feed_conn *fc = rc_container_of(f->idle.next, struct feed_conn, ilink);
+    uint64_t now = now_ms(), due = fc->last_ms + timeout;
+    if (due <= now)
+        return 1;
+    return due - now < 1000 ? (int)(due - now) : 1000;
+}
+
 static void begin_stop(struct rc_feed *f)
 {
     f->stopping = true;
@@ -1208,8 +1286,9 @@ static void *feed_main(void *arg)
         return NULL;
     rc_ring_accept(&f->ring, f->listen_fd, rc_ud(f, RC_OP_ACCEPT, 0));
     while (!f->stopping) {
-        int ret = rc_ring_run(&f->ring, 1000, on_cqe, f);
+        int ret = rc_ring_run(&f->ring, next_timeout(f), on_cqe, f);
         rc_assert(ret >= 0);
+        sweep_idle(f);
         if (f->accept_retry && !f->stopping) {
             f->accept_retry = false;
             rc_ring_accept(&f->ring, f->listen_fd, rc_ud(f, RC_OP_ACCEPT, 0));
@@ -1228,6 +1307,7 @@ int rc_feed_listen(struct rc_feed *f, const struct rc_config *cfg)
     f->cfg = cfg;
     rc_link_init(&f->conns);
     rc_link_init(&f->paused);
+    rc_link_init(&f->idle);
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     /* Ids carry the start time, so a client holding an id from an earlier run can tell. */

@@ -13,7 +13,8 @@
  *
  * Replies stay in command order whatever their workers' timing. While max_pending events and
  * directs await their workers the feed stops reading commands, which bounds memory under any
- * rate. A listener that leaves more than max_subscriber_buffer bytes unread is closed.
+ * rate. A publisher silent for feed_idle_timeout_ms is closed; a listener is meant to be quiet,
+ * and is closed instead when it leaves more than max_subscriber_buffer bytes unread.
  */
 #ifndef RINGCAST_FEED_H
 #define RINGCAST_FEED_H
@@ -36,11 +37,12 @@ struct rc_feed {
     const struct rc_config *cfg; /* not owned */
     int listen_fd;               /* owned; bound by rc_feed_listen() */
     int init_error;
-    struct rc_ring ring;           /* owned by the thread; exited by the server after join */
-    uint64_t next_seq;             /* sequence number of the next event */
-    char instance[24];             /* engine ids are "<instance>-<seq>" */
-    struct rc_link conns;          /* every feed connection */
-    struct rc_link paused;         /* connections waiting for pending events and directs to drain */
+    struct rc_ring ring;   /* owned by the thread; exited by the server after join */
+    uint64_t next_seq;     /* sequence number of the next event */
+    char instance[24];     /* engine ids are "<instance>-<seq>" */
+    struct rc_link conns;  /* every feed connection */
+    struct rc_link paused; /* connections waiting for pending events and directs to drain */
+    struct rc_link idle;   /* publishers that are not closing, least recently active first */
     struct rc_feed_topic **topics; /* channels that connections listen on: hash buckets, owned */
     uint32_t topics_mask;          /* buckets - 1 */
     uint32_t ntopics;

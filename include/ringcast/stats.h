@@ -48,6 +48,7 @@ struct rc_feed_stats {
     uint64_t listener_overflows; /* listeners closed for leaving max_subscriber_buffer unread */
     uint64_t direct_sent;        /* SEND and CLOSE applied to their connection */
     uint64_t direct_missed;      /* SEND and CLOSE whose connection no longer existed */
+    uint64_t idle_timeouts; /* publishers closed after feed_idle_timeout_ms without a command */
 };
 
 #endif

@@ -239,6 +239,17 @@ static bool quiet(struct fake *fx, struct client *c, unsigned ms)
     return c->len == 0;
 }
 
+/* Whether the feed closes the client's connection within ms (after any bytes still coming). */
+static bool closed_by_feed(struct fake *fx, struct client *c, unsigned ms)
+{
+    uint64_t end = now_ms() + ms;
+    while (!c->eof && now_ms() < end) {
+        c->len = 0;
+        client_wait(fx, c, sizeof(c->buf), 10);
+    }
+    return c->eof;
+}
+
 /* Posts a client message from `worker` as a worker does. */
 static void post_upstream(struct fake *fx, unsigned worker, const char *channel, const char *id,
                           const void *payload, size_t len)
@@ -590,6 +601,44 @@ TEST(slow_listener_is_cut_others_go_on)
     CHECK_EQ(fx.done[n]->listeners, 1);
     client_close(slow);
     client_close(fast);
+    WAIT_STAT(&fx, connections, 0);
+    CHECK_EQ(fx.failures, 0);
+    stop(&fx);
+}
+
+TEST(idle_publishers_are_closed_listeners_and_active_ones_stay)
+{
+    struct fake fx;
+    CHECK(start(&fx, 200, 0));
+    struct client *idle = client_open(&fx), *busy = client_open(&fx), *listener = client_open(&fx);
+    struct client *was_listener = client_open(&fx);
+    CHECK(idle && busy && listener && was_listener);
+
+    client_send(idle, "PING\r\n");
+    EXPECT(&fx, idle, "+PONG\r\n");
+    client_send(listener, "SUBSCRIBE quiet\r\n");
+    EXPECT(&fx, listener, "*3\r\n$9\r\nsubscribe\r\n$5\r\nquiet\r\n:1\r\n");
+    client_send(was_listener, "SUBSCRIBE q2\r\nUNSUBSCRIBE\r\n");
+    EXPECT(&fx, was_listener, "*3\r\n$9\r\nsubscribe\r\n$2\r\nq2\r\n:1\r\n");
+    EXPECT(&fx, was_listener, "*3\r\n$11\r\nunsubscribe\r\n$2\r\nq2\r\n:0\r\n");
+    uint64_t t0 = now_ms();
+    for (int i = 0; i < 6; i++) {
+        client_send(busy, "PING\r\n");
+        EXPECT(&fx, busy, "+PONG\r\n");
+        pump_for(&fx, 80);
+    }
+    CHECK(closed_by_feed(&fx, idle, 1000));
+    CHECK(closed_by_feed(&fx, was_listener, 1000));
+    CHECK(now_ms() - t0 < 1000);
+    CHECK_EQ(rc_stat_get(fx.s->feed.stats.idle_timeouts), 2);
+    client_send(listener, "PING\r\n");
+    EXPECT(&fx, listener, "*2\r\n$4\r\npong\r\n$0\r\n\r\n");
+    client_send(busy, "PING\r\n");
+    EXPECT(&fx, busy, "+PONG\r\n");
+    client_close(idle);
+    client_close(was_listener);
+    client_close(busy);
+    client_close(listener);
     WAIT_STAT(&fx, connections, 0);
     CHECK_EQ(fx.failures, 0);
     stop(&fx);
