@@ -83,7 +83,7 @@ struct sub {
 enum {
     FC_RECV = 1 << 0,        /* a receive is in flight into `in` */
     FC_SEND = 1 << 1,        /* a send of `wire` is in flight */
-    FC_CLOSE_AFTER = 1 << 2, /* close once every reply is sent (QUIT, protocol error) */
+    FC_CLOSE_AFTER = 1 << 2, /* close once every reply is sent (QUIT, protocol error, EOF) */
     FC_GONE = 1 << 3,        /* the peer has gone: replies are dropped */
     FC_PAUSED = 1 << 4,      /* on the paused list until pending work drains */
 };
@@ -1015,8 +1015,14 @@ static void on_recv(struct rc_feed *f, struct feed_conn *fc, int res)
 {
     fc->flags &= ~FC_RECV;
     if (res <= 0) {
-        /* The peer has gone. Publishes already posted still reach subscribers. */
-        fc->flags |= FC_GONE;
+        /*
+         * End of input: every complete command has been executed, and a partial one is
+         * discarded. The replies still owed go out before the close, so a peer that only shut
+         * down its sending side learns exactly which commands were applied. An error means the
+         * peer has gone; publishes already posted still reach subscribers.
+         */
+        fc->flags |= res == 0 ? FC_CLOSE_AFTER : FC_GONE;
+        flush(f, fc);
         conn_finish(f, fc);
         return;
     }

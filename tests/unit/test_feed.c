@@ -644,4 +644,26 @@ TEST(idle_publishers_are_closed_listeners_and_active_ones_stay)
     stop(&fx);
 }
 
+TEST(half_close_gets_every_reply_and_drops_the_partial_command)
+{
+    struct fake fx;
+    CHECK(start(&fx, 0, 0));
+    struct client *c = client_open(&fx);
+    CHECK(c);
+
+    client_send(c, "PUBLISH a 1\r\nPUBLISH a 2\r\nSEND 0.4.4 x\r\nPUBLISH a 3\r\n"
+                   "*3\r\n$7\r\nPUBLISH\r\n$1\r\na\r\n$5\r\nhel");
+    shutdown(c->fd, SHUT_WR);
+    CHECK(wait_directs(&fx, 1));
+    answer(&fx, 0, 0);
+    EXPECT(&fx, c, ":0\r\n:0\r\n:0\r\n:0\r\n");
+    CHECK(closed_by_feed(&fx, c, 2000));
+    CHECK_EQ(c->len, 0);
+    CHECK_EQ(rc_stat_get(fx.s->feed.stats.published), 3);
+    client_close(c);
+    WAIT_STAT(&fx, connections, 0);
+    CHECK_EQ(fx.failures, 0);
+    stop(&fx);
+}
+
 TEST_MAIN()
