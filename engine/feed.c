@@ -404,6 +404,9 @@ static int pending_settle(struct rc_feed *f, struct pending *p, char *buf, size_
     case -EAGAIN:
         n = snprintf(buf, cap, "-ERR connection queue is full\r\n");
         break;
+    case -ENOMEM:
+        n = snprintf(buf, cap, "-ERR out of memory\r\n");
+        break;
     default:
         n = snprintf(buf, cap, "-ERR could not reach the connection's worker\r\n");
         break;
@@ -1059,7 +1062,9 @@ static void on_send(struct rc_feed *f, struct feed_conn *fc, int res)
  * A client message from a worker: pushes it to every listener of its channel, then posts it
  * back with the count. A listener whose unsent output would pass max_subscriber_buffer is cut
  * instead, as Redis cuts slow pub/sub clients: it has stopped reading, and holding messages for
- * it without bound would let one stuck backend exhaust the feed's memory.
+ * it without bound would let one stuck backend exhaust the feed's memory. The limit is on bytes
+ * queued at once, so it must be well above the largest burst of client messages: a burst that
+ * arrives in one run of the loop is queued before the kernel has taken any of it.
  */
 static void on_upstream(struct rc_feed *f, struct rc_upstream *up)
 {

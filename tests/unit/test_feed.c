@@ -543,6 +543,26 @@ TEST(send_and_close_argument_errors)
     stop(&fx);
 }
 
+TEST(worker_failures_are_errors)
+{
+    struct fake fx;
+    CHECK(start(&fx, 0, 0));
+    struct client *c = client_open(&fx);
+    CHECK(c);
+
+    client_send(c, "SEND 0.5.5 a\r\nCLOSE 1.6.6\r\n");
+    CHECK(wait_directs(&fx, 2));
+    answer(&fx, (size_t)held(&fx, 0, 5), -ENOMEM);
+    answer(&fx, (size_t)held(&fx, 1, 6), -EIO);
+    EXPECT(&fx, c, "-ERR out of memory\r\n-ERR could not reach the connection's worker\r\n");
+    CHECK_EQ(rc_stat_get(fx.s->feed.stats.command_errors), 2);
+    CHECK_EQ(
+        rc_stat_get(fx.s->feed.stats.direct_sent) + rc_stat_get(fx.s->feed.stats.direct_missed), 0);
+    client_close(c);
+    CHECK_EQ(fx.failures, 0);
+    stop(&fx);
+}
+
 TEST(connection_gone_while_directs_are_out)
 {
     struct fake fx;
