@@ -384,17 +384,29 @@ describe('talking back end to end', () => {
     }
     try {
       const slow = await feedListener(small.socket, ['flood']);
-      slow.socket.pause();
+      slow.socket.pause(); // reads nothing more (past what node buffers)
       const fast = await feedListener(small.socket, ['flood']);
       const client = await wsClient(small.port, '/ws/flood');
       const chunk = 'x'.repeat(8192);
-      for (let i = 0; i < 200; i++) client.ws.send(chunk);
-      await waitInfo(small.socket, (i) => i.feed_listener_overflows === 1, { message: 'slow listener cut' });
+      // One message at a time, each read by the fast listener before the next: the slow one's
+      // backlog grows by a message each round, while the fast one never holds more than one.
+      let sent = 0;
+      let overflows = 0;
+      while (overflows === 0 && sent < 400) {
+        client.ws.send(chunk);
+        sent++;
+        const m = await fast.nextMessage();
+        assert.equal(m.payload, chunk);
+        if (sent % 10 === 0) overflows = (await info(small.socket)).feed_listener_overflows;
+      }
+      assert.equal(overflows, 1, `the slow listener was cut within ${sent} messages`);
       slow.socket.resume(); // to read up to the close
       assert.ok(await slow.waitClosed(3000), 'the slow listener was closed');
-      for (let i = 0; i < 200; i++) await fast.nextMessage();
+      client.ws.send('after');
+      assert.equal((await fast.nextMessage()).payload, 'after');
       const i = await info(small.socket);
       assert.equal(i.feed_listeners, 1);
+      assert.equal(i.feed_listener_overflows, 1);
       fast.close();
       client.ws.terminate();
     } finally {
