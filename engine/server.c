@@ -261,6 +261,15 @@ size_t rc_server_info(const struct rc_server *s, char *buf, size_t cap)
         (unsigned long)rc_stat_get(fs->protocol_errors),
         (unsigned long)rc_stat_get(fs->command_errors), (unsigned long)rc_stat_get(fs->rejected),
         (unsigned long)rc_stat_get(fs->msg_failures));
+    OUT("feed_listeners:%lu\r\nfeed_upstream_messages:%lu\r\nfeed_upstream_unheard:%lu\r\n"
+        "feed_listener_overflows:%lu\r\nfeed_direct_sent:%lu\r\nfeed_direct_missed:%lu\r\n"
+        "feed_idle_timeouts:%lu\r\n",
+        (unsigned long)rc_stat_get(fs->listeners),
+        (unsigned long)rc_stat_get(fs->upstream_messages),
+        (unsigned long)rc_stat_get(fs->upstream_unheard),
+        (unsigned long)rc_stat_get(fs->listener_overflows),
+        (unsigned long)rc_stat_get(fs->direct_sent), (unsigned long)rc_stat_get(fs->direct_missed),
+        (unsigned long)rc_stat_get(fs->idle_timeouts));
 #undef OUT
     return n < cap ? n : cap - 1;
 }

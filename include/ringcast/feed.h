@@ -1,12 +1,20 @@
 /*
- * The feed: the UNIX socket where backends publish, speaking RESP2.
+ * The feed: the UNIX socket where backends publish, listen and talk back, speaking RESP2.
  *
  * The feed runs on its own thread with its own ring. For each PUBLISH it builds one rc_event
  * and posts the same pointer to every worker with a ring message. It answers the publisher
  * once every worker has handed the event to its subscribers (each worker adds its count, the
- * last one posts RC_OP_ACK back), so the integer reply is the true number of subscribers, and
- * replies stay in command order. While max_pending events await their workers the feed stops
- * reading from publishers, which bounds memory under any publish rate.
+ * last one posts RC_OP_ACK back), so the integer reply is the true number of subscribers.
+ *
+ * Talking back (include/ringcast/upstream.h): a connection that SUBSCRIBEs to channels becomes
+ * a listener, and every client message a worker posts for one of those channels (RC_OP_UPSTREAM)
+ * is pushed to it as a RESP pub/sub message. SEND and CLOSE go to the worker of the connection
+ * they name (RC_OP_DIRECT), and are answered when it posts them back (RC_OP_DIRECT_DONE).
+ *
+ * Replies stay in command order whatever their workers' timing. While max_pending events and
+ * directs await their workers the feed stops reading commands, which bounds memory under any
+ * rate. A publisher silent for feed_idle_timeout_ms is closed; a listener is meant to be quiet,
+ * and is closed instead when it leaves more than max_subscriber_buffer bytes unread.
  */
 #ifndef RINGCAST_FEED_H
 #define RINGCAST_FEED_H
@@ -21,6 +29,7 @@
 #include "ringcast/stats.h"
 
 struct rc_server;
+struct rc_feed_topic;
 
 struct rc_feed {
     pthread_t thread;
@@ -31,8 +40,13 @@ struct rc_feed {
     struct rc_ring ring;   /* owned by the thread; exited by the server after join */
     uint64_t next_seq;     /* sequence number of the next event */
     char instance[24];     /* engine ids are "<instance>-<seq>" */
-    struct rc_link conns;  /* every publisher connection */
-    struct rc_link paused; /* connections waiting for pending events to drain */
+    struct rc_link conns;  /* every feed connection */
+    struct rc_link paused; /* connections waiting for pending events and directs to drain */
+    struct rc_link idle;   /* publishers that are not closing, least recently active first */
+    struct rc_feed_topic **topics; /* channels that connections listen on: hash buckets, owned */
+    uint32_t topics_mask;          /* buckets - 1 */
+    uint32_t ntopics;
+    uint32_t directs; /* SEND and CLOSE commands at their workers */
     bool stopping;
     bool accept_retry; /* the multishot accept ended on an error; re-arm within a second */
     struct rc_feed_stats stats;

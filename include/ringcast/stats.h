@@ -43,15 +43,21 @@ struct rc_worker_stats {
 };
 
 struct rc_feed_stats {
-    uint64_t connections;     /* gauge: publisher connections open */
-    uint64_t listeners;       /* gauge: connections in SUBSCRIBE mode (workers read it) */
-    uint64_t commands;        /* commands executed */
-    uint64_t published;       /* events accepted */
-    uint64_t pending;         /* gauge: events not yet handed out by every worker */
-    uint64_t protocol_errors; /* connections closed for RESP protocol errors */
-    uint64_t command_errors;  /* commands answered with an error */
-    uint64_t rejected;        /* connections refused over max_connections */
-    uint64_t msg_failures;    /* hand-offs to a worker that the kernel refused */
+    uint64_t connections;        /* gauge: publisher connections open */
+    uint64_t listeners;          /* gauge: connections in SUBSCRIBE mode (workers read it) */
+    uint64_t commands;           /* commands executed */
+    uint64_t published;          /* events accepted */
+    uint64_t pending;            /* gauge: events not yet handed out by every worker */
+    uint64_t protocol_errors;    /* connections closed for RESP protocol errors */
+    uint64_t command_errors;     /* commands answered with an error */
+    uint64_t rejected;           /* connections refused over max_connections */
+    uint64_t msg_failures;       /* hand-offs to a worker that the kernel refused */
+    uint64_t upstream_messages;  /* client messages from workers, pushed to listeners */
+    uint64_t upstream_unheard;   /* client messages that found no listener */
+    uint64_t listener_overflows; /* listeners closed for leaving max_subscriber_buffer unread */
+    uint64_t direct_sent;        /* SEND and CLOSE applied to their connection */
+    uint64_t direct_missed;      /* SEND and CLOSE whose connection no longer existed */
+    uint64_t idle_timeouts; /* publishers closed after feed_idle_timeout_ms without a command */
 };
 
 #endif

@@ -36,8 +36,24 @@ struct rc_conn_id {
 /* Writes id as text into buf (RC_CONN_ID_MAX bytes); returns its length. */
 size_t rc_conn_id_format(const struct rc_conn_id *id, char *buf);
 
-/* Parses text[0..len) as a connection id. Returns 0 or -EINVAL. Pure. */
+/*
+ * Parses text[0..len) as a connection id: exactly three decimal numbers separated by dots, as
+ * rc_conn_id_format() writes them, without signs, spaces or leading zeros, the first two at
+ * most 2^32 - 1 and the generation at most 65535. Returns 0 or -EINVAL. Pure.
+ */
 int rc_conn_id_parse(const char *text, size_t len, struct rc_conn_id *id);
+
+/* The longest reason a CLOSE may carry: a Close frame's payload is 125 bytes, 2 of them code. */
+#define RC_DIRECT_REASON_MAX 123
+
+/*
+ * Whether a backend may close a connection with `code`: what rc_ws_close_code_valid() allows a
+ * Close frame to carry (RFC 6455 section 7.4 and the IANA registry), except 1002 and 1010.
+ * 1002 says the peer broke the WebSocket protocol, which only the engine can know, and 1010 is
+ * the client's code for an extension the server did not negotiate (section 7.4.1). That leaves
+ * 1000, 1001, 1003, 1007-1009, 1011-1014 and 3000-4999.
+ */
+bool rc_direct_close_code_valid(unsigned code);
 
 /* A client message on its way to the feed's listeners, and back to its worker. */
 struct rc_upstream {
