@@ -2,10 +2,8 @@
 // the argument checks of SEND and CLOSE, the idle timeout of publishers, and what a publisher
 // that disconnects mid-command has applied.
 //
-// Client messages reach listeners, and SEND / CLOSE reach connections, only through the
-// workers' side of talking back; the end-to-end tests for that are at the bottom and skip
-// themselves on a binary without it. Outside them no SEND or CLOSE in this file may pass the
-// feed's checks, since a worker without that side would not know what to do with it.
+// Client messages reach listeners, and SEND / CLOSE reach connections, through the workers'
+// side of talking back; the end-to-end tests for that are at the bottom.
 
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -22,7 +20,6 @@ import {
   sleep,
 } from './lib/harness.mjs';
 import {
-  startServerWithKeys,
   redisSubscribe,
   feedListener,
   pubsubReply,
@@ -270,12 +267,8 @@ describe('feed pub/sub and the checks of SEND and CLOSE', () => {
 });
 
 describe('feed idle timeout', () => {
-  test('a silent publisher is closed after idle_timeout; listeners and active publishers stay', async (t) => {
-    const { srv, skip } = await startServerWithKeys({ feed: { idle_timeout: '0.3' } }, ['idle_timeout']);
-    if (skip) {
-      t.skip(skip);
-      return;
-    }
+  test('a silent publisher is closed after idle_timeout; listeners and active publishers stay', async () => {
+    const srv = await startServer({ feed: { idle_timeout: '0.3' } });
     try {
       // Each publisher is used as soon as it is connected: 0.3 s is not much for a slow start.
       const listener = await feedListener(srv.socket, ['quiet']);
@@ -304,25 +297,17 @@ describe('feed idle timeout', () => {
   });
 });
 
-// End to end: needs the workers' side of talking back (RC_OP_UPSTREAM, RC_OP_DIRECT). Its INFO
-// counters say whether the binary has it; without it a SEND that passes the feed's checks would
-// reach a worker that does not know the message, so these tests skip themselves.
+// End to end: a WebSocket client, the workers' side of talking back and a feed listener.
 describe('talking back end to end', () => {
   let srv;
-  let workerSide = false;
   before(async () => {
     srv = await startServer();
-    workerSide = 'ws_direct' in (await info(srv.socket));
   });
   after(async () => {
     await srv?.stop();
   });
 
-  test('a ws client message reaches redis-cli SUBSCRIBE; SEND and CLOSE reach the client', async (t) => {
-    if (!workerSide) {
-      t.skip('needs worker side');
-      return;
-    }
+  test('a ws client message reaches redis-cli SUBSCRIBE; SEND and CLOSE reach the client', async () => {
     const sub = redisSubscribe(srv.socket, ['chat']);
     const client = await wsClient(srv.port, '/ws/chat');
     try {
@@ -357,11 +342,7 @@ describe('talking back end to end', () => {
     }
   });
 
-  test('several listeners each get the message, and its id answers SEND', async (t) => {
-    if (!workerSide) {
-      t.skip('needs worker side');
-      return;
-    }
+  test('several listeners each get the message, and its id answers SEND', async () => {
     const a = await feedListener(srv.socket, ['room']);
     const b = await feedListener(srv.socket, ['room', 'other']);
     const client = await wsClient(srv.port, '/ws/room');
@@ -385,19 +366,8 @@ describe('talking back end to end', () => {
     }
   });
 
-  test('a listener that stops reading is cut at max_subscriber_buffer', async (t) => {
-    if (!workerSide) {
-      t.skip('needs worker side');
-      return;
-    }
-    const { srv: small, skip } = await startServerWithKeys(
-      { feed: { max_subscriber_buffer: '64k' }, websocket: { ping_interval: 0 } },
-      ['max_subscriber_buffer'],
-    );
-    if (skip) {
-      t.skip(skip);
-      return;
-    }
+  test('a listener that stops reading is cut at max_subscriber_buffer', async () => {
+    const small = await startServer({ feed: { max_subscriber_buffer: '64k' }, websocket: { ping_interval: 0 } });
     try {
       const slow = await feedListener(small.socket, ['flood']);
       slow.socket.pause(); // reads nothing more (past what node buffers)

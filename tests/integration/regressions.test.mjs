@@ -4,8 +4,6 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { startServer, sseConnect, feedConnect, resp, info, waitInfo } from './lib/harness.mjs';
 
-// Until the fix lands these are marked todo (they run and report, but do not fail the file).
-const FEED_ACK_UAF = 'engine bug: feed.c on_ack use-after-free (found at 5a817d8, still at 7225e5d); drop this todo with the fix';
 
 /**
  * The feed's release_acked() releases every queued event whose `pending` count is already 0 when
@@ -38,11 +36,11 @@ async function pipelineToNobody(overrides, { payloadBytes, windows, per = 50 }) 
   }
 }
 
-test('pipelined PUBLISHes of 900 kB to a channel nobody listens to, default limits: every reply :0, no crash', { timeout: 120000, todo: FEED_ACK_UAF }, async () => {
+test('pipelined PUBLISHes of 900 kB to a channel nobody listens to, default limits: every reply :0, no crash', { timeout: 120000 }, async () => {
   await pipelineToNobody({}, { payloadBytes: 900000, windows: 30 });
 });
 
-test('pipelined PUBLISHes of 32 KiB with history_size 1: every reply :0, no crash', { timeout: 60000, todo: FEED_ACK_UAF }, async () => {
+test('pipelined PUBLISHes of 32 KiB with history_size 1: every reply :0, no crash', { timeout: 60000 }, async () => {
   await pipelineToNobody({ channels: { history_size: 1, max_lag: 1 } }, { payloadBytes: 32 * 1024, windows: 40 });
 });
 

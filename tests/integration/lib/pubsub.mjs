@@ -8,7 +8,7 @@
 import { spawn } from 'node:child_process';
 import assert from 'node:assert/strict';
 import WebSocket from 'ws';
-import { startServer, feedConnect, resp, withTimeout } from './harness.mjs';
+import { feedConnect, resp, withTimeout } from './harness.mjs';
 
 const live = new Set();
 process.on('exit', () => {
@@ -20,22 +20,6 @@ process.on('exit', () => {
     }
   }
 });
-
-/**
- * Starts a server whose configuration uses keys that the branch under test may not know yet.
- * Resolves {srv} or, when start-up failed only because one of `keys` is an unknown key,
- * {skip: 'needs config key (...)'}, so a test can call t.skip(skip) and start passing by itself
- * once the key is parsed. Any other failure is thrown.
- */
-export async function startServerWithKeys(overrides, keys) {
-  try {
-    return { srv: await startServer(overrides) };
-  } catch (e) {
-    const missing = keys.filter((k) => e.message.includes(`unknown key '${k}'`));
-    if (missing.length) return { skip: `needs config key (${missing.join(', ')})` };
-    throw e;
-  }
-}
 
 /**
  * Runs `redis-cli -s sock SUBSCRIBE channels...` and collects its output lines. redis-cli prints
