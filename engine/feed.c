@@ -593,14 +593,16 @@ static void cmd_xpublish(struct rc_feed *f, struct feed_conn *fc, const struct r
             spec.type_len = v->len;
             i++;
         } else if (v && arg_is(&argv[i], "ID") && !spec.id && v->len >= 1 && v->len <= MAX_ID_LEN &&
-                   rc_sse_field_valid(v->ptr, v->len)) {
+                   rc_sse_field_valid(v->ptr, v->len) && !memchr(v->ptr, ' ', v->len)) {
+            /* No space: the envelope's header line separates the id from the channel by one. */
             spec.id = v->ptr;
             spec.id_len = v->len;
             i++;
         } else {
             reply_error(f, fc,
                         "XPUBLISH options are EVENT <1-64 bytes> and ID <1-128 bytes>, without "
-                        "CR, LF or NUL, and TEXT or BINARY, each at most once");
+                        "CR, LF or NUL (and no space in an ID), and TEXT or BINARY, each at most "
+                        "once");
             return;
         }
     }

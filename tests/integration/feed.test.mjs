@@ -325,6 +325,7 @@ describe('feed socket', () => {
     { name: 'XPUBLISH invalid channel', args: ['XPUBLISH', 'bad/name', 'x', 'EVENT', 't'], prefix: 'ERR' },
     { name: 'XPUBLISH EVENT without a value', args: ['XPUBLISH', FEED, 'x', 'EVENT'], prefix: 'ERR' },
     { name: 'XPUBLISH unknown option', args: ['XPUBLISH', FEED, 'x', 'COLOR', 'red'], prefix: 'ERR' },
+    { name: 'XPUBLISH ID with a space', args: ['XPUBLISH', FEED, 'x', 'ID', 'a b'], prefix: 'ERR' },
   ];
 
   for (const e of COMMAND_ERRORS) {
