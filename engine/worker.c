@@ -391,7 +391,7 @@ static void on_event(struct rc_worker *w, struct rc_event *ev)
     atomic_fetch_add_explicit(&ev->handed, handed, memory_order_relaxed);
     if (atomic_fetch_sub_explicit(&ev->pending, 1, memory_order_acq_rel) == 1)
         rc_ring_msg(&w->ring, rc_server_feed_ring(w->server), rc_ud(ev, RC_OP_ACK, 0), 0,
-                    rc_ud(ev, RC_OP_MSG_FAILED, 0));
+                    rc_ud(ev, RC_OP_MSG_FAILED, RC_OP_ACK));
 }
 
 /* Sends a heartbeat comment to an SSE stream that has been silent for a whole interval. */
@@ -499,6 +499,21 @@ static void end_stop(struct rc_worker *w)
         rc_conn_close(w, rc_container_of(w->ws_closing.next, struct rc_conn, link));
 }
 
+/*
+ * A message to the feed failed; the generation field of its user_data names it. An ACK or a
+ * DIRECT_DONE that never arrives would hold up every later reply on its publisher's
+ * connection, so one that failed because the feed's completion queue was full is posted again.
+ */
+static void on_msg_failed(struct rc_worker *w, void *ptr, enum rc_op op, int res)
+{
+    if (res != -EOVERFLOW && res != -EAGAIN && res != -EBUSY) {
+        rc_error("could not post a message to the feed: %s", strerror(-res));
+        return;
+    }
+    rc_ring_msg(&w->ring, rc_server_feed_ring(w->server), rc_ud(ptr, op, 0), 0,
+                rc_ud(ptr, RC_OP_MSG_FAILED, (uint16_t)op));
+}
+
 static void on_cqe(void *arg, const struct rc_cqe *cqe)
 {
     struct rc_worker *w = arg;
@@ -535,7 +550,7 @@ static void on_cqe(void *arg, const struct rc_cqe *cqe)
         begin_stop(w);
         break;
     case RC_OP_MSG_FAILED:
-        rc_error("could not post a message to the feed: %s", strerror(-cqe->res));
+        on_msg_failed(w, ptr, (enum rc_op)rc_ud_gen(cqe->ud), cqe->res);
         break;
     case RC_OP_IGNORE:
         break;

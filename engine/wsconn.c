@@ -580,7 +580,7 @@ void rc_wsconn_direct(struct rc_worker *w, struct rc_direct *d)
             rc_stat_add(w->stats.ws_direct, 1);
     }
     rc_ring_msg(&w->ring, rc_server_feed_ring(w->server), rc_ud(d, RC_OP_DIRECT_DONE, 0), 0,
-                rc_ud(d, RC_OP_MSG_FAILED, 0));
+                rc_ud(d, RC_OP_MSG_FAILED, RC_OP_DIRECT_DONE));
 }
 
 /*
