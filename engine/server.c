@@ -244,9 +244,20 @@ int rc_server_run(const struct rc_config *cfg)
         return 1;
     }
     close(probe);
+    /*
+     * A ring's file table holds at most RLIMIT_NOFILE direct descriptors. The capacity stays a
+     * reserve below that (64, or a sixteenth of a small limit), so that a client beyond the
+     * capacity still gets a slot to be told 503 in; only when the reserve is used up too does
+     * the kernel refuse the connection, and the client sees it closed.
+     */
+    unsigned reserve = s->nofile / 16 < 64 ? s->nofile / 16 : 64;
     uint32_t capacity = cfg->max_connections_per_worker;
-    if (capacity > s->nofile)
-        capacity = s->nofile;
+    if (capacity > s->nofile - reserve)
+        capacity = s->nofile - reserve;
+    if (capacity == 0) {
+        rc_error("RLIMIT_NOFILE %u leaves no room for connections", s->nofile);
+        return 1;
+    }
     for (unsigned i = 0; i < s->nworkers; i++) {
         struct rc_worker *w = &s->workers[i];
         w->id = i;
