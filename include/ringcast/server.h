@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <time.h>
 
+#include "ringcast/addrlimit.h"
 #include "ringcast/config.h"
 #include "ringcast/feed.h"
 #include "ringcast/worker.h"
@@ -19,9 +20,17 @@ struct rc_server {
     struct rc_worker *workers; /* owned array of nworkers */
     struct rc_feed feed;
     time_t started;
-    pthread_barrier_t ready; /* every thread has set up its ring */
-    pthread_barrier_t go;    /* the main thread has checked that all of them succeeded */
-    int start_ok;            /* written before `go`, read after it */
+    pthread_barrier_t ready;   /* every thread has set up its ring */
+    pthread_barrier_t go;      /* the main thread has checked that all of them succeeded */
+    int start_ok;              /* written before `go`, read after it */
+    bool per_address;          /* max_connections_per_address is on; `addrs` is set up */
+    struct rc_addrlimit addrs; /* connections per client address, shared by the workers */
+    /*
+     * Client connections open over all workers, kept only when max_connections is on (else
+     * it stays 0, and no worker touches this shared line). Workers add and subtract with
+     * relaxed atomics; it sits alone on its cache line, away from the configuration they read.
+     */
+    _Alignas(64) uint64_t open_connections;
 };
 
 /*
