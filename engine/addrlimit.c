@@ -72,15 +72,13 @@ static uint64_t siphash16(const uint64_t key[2], const unsigned char in[RC_ADDR_
     return v0 ^ v1 ^ v2 ^ v3;
 }
 
-int rc_addrlimit_init(struct rc_addrlimit *t, uint32_t limit)
+int rc_addrlimit_init(struct rc_addrlimit *t)
 {
-    rc_assert(limit > 0);
     memset(t, 0, sizeof(*t));
     t->buckets = calloc(INITIAL_BUCKETS, sizeof(*t->buckets));
     if (!t->buckets)
         return -ENOMEM;
     t->nbuckets = INITIAL_BUCKETS;
-    t->limit = limit;
     if (getrandom(t->key, sizeof(t->key), GRND_NONBLOCK) != (ssize_t)sizeof(t->key)) {
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
@@ -157,7 +155,7 @@ static struct rc_addrnode *find(struct rc_addrlimit *t, const unsigned char addr
 }
 
 struct rc_addrnode *rc_addrlimit_acquire(struct rc_addrlimit *t,
-                                         const unsigned char addr[RC_ADDR_LEN], bool *over)
+                                         const unsigned char addr[RC_ADDR_LEN], uint32_t *count)
 {
     uint64_t hash = siphash16(t->key, addr);
     pthread_mutex_lock(&t->lock);
@@ -178,8 +176,7 @@ struct rc_addrnode *rc_addrlimit_acquire(struct rc_addrlimit *t,
         *head = n;
         __atomic_store_n(&t->nodes, t->nodes + 1, __ATOMIC_RELAXED);
     }
-    n->count++;
-    *over = n->count > t->limit;
+    *count = ++n->count;
     pthread_mutex_unlock(&t->lock);
     return n;
 }

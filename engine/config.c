@@ -404,7 +404,7 @@ static const struct key keys[] = {
     CUSTOM("server", "workers", parse_workers, "'auto' or an integer 1-1024"),
     NUMBER("server", "max_connections_per_worker", KEY_INTEGER, max_connections_per_worker, 1,
            10000000),
-    NUMBER("server", "max_connections", KEY_INTEGER, max_connections, 0, 1000000000),
+    NUMBER("server", "max_connections", KEY_INTEGER, max_connections, 0, 10000000),
     NUMBER("server", "max_connections_per_address", KEY_INTEGER, max_connections_per_address, 0,
            10000000),
     NUMBER("server", "shutdown_grace", KEY_SECONDS, shutdown_grace_ms, 0, 3600000),

@@ -268,10 +268,11 @@ int rc_server_run(const struct rc_config *cfg)
     }
     /*
      * Decided once, here: with the per-address limit the workers accept differently (see
-     * RC_ACCEPT_SLOTS), so turning it on or off takes a restart, not a reload.
+     * RC_ACCEPT_SLOTS), so turning it on or off takes a restart; its value may change while it
+     * stays on. max_connections needs no such decision: open_connections is always kept.
      */
     s->per_address = cfg->max_connections_per_address > 0;
-    if (s->per_address && rc_addrlimit_init(&s->addrs, cfg->max_connections_per_address) < 0) {
+    if (s->per_address && rc_addrlimit_init(&s->addrs) < 0) {
         rc_error("out of memory for the per-address table");
         return 1;
     }

@@ -316,14 +316,15 @@ static void arm_accept(struct rc_worker *w, unsigned slot)
 }
 
 /*
- * Makes room for c's entry in addr_of and counts c against its address. Returns false, having
- * counted nothing, when memory is short. A peer without an IP address is not counted.
+ * Makes room for c's entry in addr_of and counts c against its address; *count is then the
+ * address's count (0 for a peer without an IP address, which is not counted). Returns false,
+ * having counted nothing, when memory is short.
  */
 static bool track_address(struct rc_worker *w, struct rc_conn *c, const unsigned char *key,
-                          bool *over)
+                          uint32_t *count)
 {
     size_t i = rc_slab_index(&w->conns, c);
-    *over = false;
+    *count = 0;
     if (i >= w->addr_cap) {
         /* The slab has grown past the array: follow it, so every index has an entry. */
         size_t cap = w->conns.capacity;
@@ -337,14 +338,13 @@ static bool track_address(struct rc_worker *w, struct rc_conn *c, const unsigned
     rc_assert(w->addr_of[i] == NULL);
     if (!key)
         return true;
-    w->addr_of[i] = rc_addrlimit_acquire(&w->server->addrs, key, over);
+    w->addr_of[i] = rc_addrlimit_acquire(&w->server->addrs, key, count);
     return w->addr_of[i] != NULL;
 }
 
 void rc_conn_limits_release(struct rc_worker *w, struct rc_conn *c)
 {
-    if (w->cfg->max_connections)
-        __atomic_fetch_sub(&w->server->open_connections, 1, __ATOMIC_RELAXED);
+    __atomic_fetch_sub(&w->server->open_connections, 1, __ATOMIC_RELAXED);
     if (w->per_address) {
         size_t i = rc_slab_index(&w->conns, c);
         struct rc_addrnode *n = w->addr_of[i];
@@ -360,6 +360,8 @@ void rc_conn_limits_release(struct rc_worker *w, struct rc_conn *c)
  * with a 503 and the stat of the first limit it is over, when it is over any: the worker's
  * capacity, max_connections over all workers, max_connections_per_address. A refused
  * connection holds its place in the counts until it is freed, like any other open socket.
+ * The counts are kept whatever the limits, which are read from the live configuration, so a
+ * reload may change them (but per-address counting itself is on or off from the start).
  */
 static void on_accept(struct rc_worker *w, const struct rc_cqe *cqe)
 {
@@ -400,8 +402,8 @@ static void on_accept(struct rc_worker *w, const struct rc_cqe *cqe)
         return;
     }
     struct rc_conn *c = rc_slab_alloc(&w->conns);
-    bool addr_over = false;
-    if (c && w->per_address && !track_address(w, c, keyed ? key : NULL, &addr_over)) {
+    uint32_t from_addr = 0;
+    if (c && w->per_address && !track_address(w, c, keyed ? key : NULL, &from_addr)) {
         rc_slab_free(&w->conns, c);
         c = NULL;
     }
@@ -418,19 +420,18 @@ static void on_accept(struct rc_worker *w, const struct rc_cqe *cqe)
     rc_link_init(&c->link);
     rc_stat_add(w->stats.connections, 1);
     rc_stat_add(w->stats.accepted, 1);
-    uint64_t open = 0;
-    if (w->cfg->max_connections)
-        open = __atomic_add_fetch(&w->server->open_connections, 1, __ATOMIC_RELAXED);
+    uint64_t open = __atomic_add_fetch(&w->server->open_connections, 1, __ATOMIC_RELAXED);
     /* Read even when refusing, so that the request is consumed and the close is not a reset. */
     arm_recv(w, c);
     c->deadline = (uint32_t)(w->now_ms - w->start_ms + w->cfg->header_timeout_ms);
     rc_link_insert_tail(&w->pending, &c->link);
+    const struct rc_config *cfg = w->cfg;
     uint64_t *refused = NULL;
     if (rc_stat_get(w->stats.connections) > w->capacity)
         refused = &w->stats.rejected_capacity;
-    else if (w->cfg->max_connections && open > w->cfg->max_connections)
+    else if (cfg->max_connections && open > cfg->max_connections)
         refused = &w->stats.rejected_global;
-    else if (addr_over)
+    else if (cfg->max_connections_per_address && from_addr > cfg->max_connections_per_address)
         refused = &w->stats.rejected_address;
     if (refused) {
         rc_stat_add(*refused, 1);

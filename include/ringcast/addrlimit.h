@@ -10,6 +10,9 @@
  *
  * The hash is keyed with random bytes chosen at start-up (SipHash-2-4), so clients cannot pick
  * addresses that collide into one chain.
+ *
+ * The table only counts; the caller compares a count with the limit, which it reads from the
+ * live configuration, so a reload may change the limit without touching the table.
  */
 #ifndef RINGCAST_ADDRLIMIT_H
 #define RINGCAST_ADDRLIMIT_H
@@ -35,14 +38,13 @@ struct rc_addrlimit {
     uint64_t nbuckets;            /* a power of two; doubled when nodes outnumber buckets */
     uint64_t nodes;               /* distinct addresses with connections (read without the lock) */
     uint64_t key[2];              /* the SipHash key */
-    uint32_t limit;               /* connections per address */
 };
 
 /*
- * Prepares an empty table for `limit` (> 0) connections per address. Returns 0 or -ENOMEM.
- * The hash key comes from getrandom(); when that fails, from the clock and the table's address.
+ * Prepares an empty table. Returns 0 or -ENOMEM. The hash key comes from getrandom(); when
+ * that fails, from the clock and the table's address.
  */
-int rc_addrlimit_init(struct rc_addrlimit *t, uint32_t limit);
+int rc_addrlimit_init(struct rc_addrlimit *t);
 
 /* Frees the table and every node; nodes still held become invalid. */
 void rc_addrlimit_destroy(struct rc_addrlimit *t);
@@ -56,12 +58,12 @@ bool rc_addrlimit_key(const struct sockaddr *sa, socklen_t len, unsigned char ke
 
 /*
  * Counts one more connection from `addr` and returns its node, which the caller hands to
- * rc_addrlimit_release() when that connection is gone; *over says whether the address now has
- * more than `limit` connections (the caller refuses this one, and still releases the node).
- * Returns NULL, counting nothing, when a node cannot be allocated. Any thread.
+ * rc_addrlimit_release() when that connection is gone (also when it refuses the connection);
+ * *count is the address's count with this one. Returns NULL, counting nothing, when a node
+ * cannot be allocated. Any thread.
  */
 struct rc_addrnode *rc_addrlimit_acquire(struct rc_addrlimit *t,
-                                         const unsigned char addr[RC_ADDR_LEN], bool *over);
+                                         const unsigned char addr[RC_ADDR_LEN], uint32_t *count);
 
 /* Counts one connection fewer on n; frees the node when it was the last. Any thread. */
 void rc_addrlimit_release(struct rc_addrlimit *t, struct rc_addrnode *n);

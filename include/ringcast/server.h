@@ -26,9 +26,10 @@ struct rc_server {
     bool per_address;          /* max_connections_per_address is on; `addrs` is set up */
     struct rc_addrlimit addrs; /* connections per client address, shared by the workers */
     /*
-     * Client connections open over all workers, kept only when max_connections is on (else
-     * it stays 0, and no worker touches this shared line). Workers add and subtract with
-     * relaxed atomics; it sits alone on its cache line, away from the configuration they read.
+     * Client connections open over all workers, for max_connections. Kept whether the limit
+     * is on or not, so that it is right whenever a reload turns the limit on; that costs one
+     * atomic add per accept and one per close. It sits alone on its cache line, away from
+     * everything the workers read on the event path.
      */
     _Alignas(64) uint64_t open_connections;
 };

@@ -1,6 +1,6 @@
 /*
- * The per-address table counts connections per 16-byte address, says when one is over the
- * limit, frees a node with its last connection, maps IPv4 onto IPv4-mapped IPv6, grows past
+ * The per-address table counts connections per 16-byte address (refused ones too, until they
+ * are released), frees a node with its last connection, maps IPv4 onto IPv4-mapped IPv6, grows past
  * its initial buckets, and stays consistent when several threads use it at once.
  */
 #include <arpa/inet.h>
@@ -23,63 +23,47 @@ static void addr_of(unsigned char key[RC_ADDR_LEN], uint32_t i)
     key[15] = (unsigned char)i;
 }
 
-TEST(counts_per_address_and_reports_over_limit)
+TEST(counts_per_address)
 {
     struct rc_addrlimit t;
     unsigned char a[RC_ADDR_LEN], b[RC_ADDR_LEN];
     struct rc_addrnode *na[4], *nb;
-    bool over;
+    uint32_t count;
 
-    CHECK_EQ(rc_addrlimit_init(&t, 3), 0);
+    CHECK_EQ(rc_addrlimit_init(&t), 0);
     addr_of(a, 1);
     addr_of(b, 2);
-    for (int i = 0; i < 3; i++) {
-        na[i] = rc_addrlimit_acquire(&t, a, &over);
+    for (uint32_t i = 0; i < 4; i++) {
+        na[i] = rc_addrlimit_acquire(&t, a, &count);
         CHECK(na[i] != NULL);
-        CHECK(!over);
+        CHECK_EQ(count, i + 1);
     }
-    CHECK(na[0] == na[1] && na[1] == na[2]);
-    na[3] = rc_addrlimit_acquire(&t, a, &over);
-    CHECK(na[3] == na[0]);
-    CHECK(over);
+    CHECK(na[0] == na[1] && na[1] == na[2] && na[2] == na[3]);
     CHECK_EQ(rc_addrlimit_count(&t, a), 4);
 
     /* Another address is not affected. */
-    nb = rc_addrlimit_acquire(&t, b, &over);
+    nb = rc_addrlimit_acquire(&t, b, &count);
     CHECK(nb != NULL && nb != na[0]);
-    CHECK(!over);
+    CHECK_EQ(count, 1);
     CHECK_EQ(rc_addrlimit_addresses(&t), 2);
 
-    /* The refused one gives its place back; then one more is within the limit again. */
+    /* Places given back are counted again from there. */
     rc_addrlimit_release(&t, na[3]);
     rc_addrlimit_release(&t, na[2]);
     CHECK_EQ(rc_addrlimit_count(&t, a), 2);
-    na[2] = rc_addrlimit_acquire(&t, a, &over);
-    CHECK(!over);
+    na[2] = rc_addrlimit_acquire(&t, a, &count);
+    CHECK_EQ(count, 3);
     for (int i = 0; i < 3; i++)
         rc_addrlimit_release(&t, na[i]);
     CHECK_EQ(rc_addrlimit_count(&t, a), 0);
     CHECK_EQ(rc_addrlimit_addresses(&t), 1);
     rc_addrlimit_release(&t, nb);
     CHECK_EQ(rc_addrlimit_addresses(&t), 0);
-    rc_addrlimit_destroy(&t);
-}
 
-TEST(limit_of_one)
-{
-    struct rc_addrlimit t;
-    unsigned char a[RC_ADDR_LEN];
-    bool over;
-
-    CHECK_EQ(rc_addrlimit_init(&t, 1), 0);
-    addr_of(a, 7);
-    struct rc_addrnode *n1 = rc_addrlimit_acquire(&t, a, &over);
-    CHECK(n1 && !over);
-    struct rc_addrnode *n2 = rc_addrlimit_acquire(&t, a, &over);
-    CHECK(n2 && over);
-    rc_addrlimit_release(&t, n1);
-    rc_addrlimit_release(&t, n2);
-    CHECK_EQ(rc_addrlimit_addresses(&t), 0);
+    /* A freed address starts again from one, with a new node. */
+    na[0] = rc_addrlimit_acquire(&t, a, &count);
+    CHECK_EQ(count, 1);
+    rc_addrlimit_release(&t, na[0]);
     rc_addrlimit_destroy(&t);
 }
 
@@ -119,15 +103,15 @@ TEST(many_addresses_grow_the_table_and_all_are_freed)
     struct rc_addrlimit t;
     unsigned char a[RC_ADDR_LEN];
     static struct rc_addrnode *nodes[N][2];
-    bool over;
+    uint32_t count;
 
-    CHECK_EQ(rc_addrlimit_init(&t, 2), 0);
+    CHECK_EQ(rc_addrlimit_init(&t), 0);
     for (uint32_t i = 0; i < N; i++) {
         addr_of(a, i);
         for (int j = 0; j < 2; j++) {
-            nodes[i][j] = rc_addrlimit_acquire(&t, a, &over);
+            nodes[i][j] = rc_addrlimit_acquire(&t, a, &count);
             CHECK(nodes[i][j] != NULL);
-            CHECK(!over);
+            CHECK_EQ(count, j + 1);
         }
     }
     CHECK_EQ(rc_addrlimit_addresses(&t), N);
@@ -153,7 +137,7 @@ TEST(many_addresses_grow_the_table_and_all_are_freed)
 struct worker_arg {
     struct rc_addrlimit *t;
     uint32_t seed;
-    int over_seen;
+    uint32_t max_count; /* the highest count this thread was told */
 };
 
 /* Acquires and releases on 8 shared addresses, at most 2 held at a time per thread. */
@@ -163,7 +147,7 @@ static void *hammer(void *p)
     uint32_t x = arg->seed;
     struct rc_addrnode *held[2] = {NULL, NULL};
     unsigned char a[RC_ADDR_LEN];
-    bool over;
+    uint32_t count;
 
     for (int i = 0; i < 20000; i++) {
         x = x * 1664525u + 1013904223u;
@@ -173,8 +157,9 @@ static void *hammer(void *p)
             held[slot] = NULL;
         } else {
             addr_of(a, (x >> 20) & 7);
-            held[slot] = rc_addrlimit_acquire(arg->t, a, &over);
-            arg->over_seen += over;
+            held[slot] = rc_addrlimit_acquire(arg->t, a, &count);
+            if (count > arg->max_count)
+                arg->max_count = count;
         }
     }
     for (int s = 0; s < 2; s++)
@@ -191,13 +176,16 @@ TEST(threads_share_the_table)
     struct worker_arg args[THREADS];
     unsigned char a[RC_ADDR_LEN];
 
-    CHECK_EQ(rc_addrlimit_init(&t, 4), 0);
+    CHECK_EQ(rc_addrlimit_init(&t), 0);
     for (int i = 0; i < THREADS; i++) {
         args[i] = (struct worker_arg){&t, (uint32_t)i * 7919u + 1, 0};
         CHECK_EQ(pthread_create(&th[i], NULL, hammer, &args[i]), 0);
     }
     for (int i = 0; i < THREADS; i++)
         pthread_join(th[i], NULL);
+    /* At most 2 connections per thread are open at once, so no count can exceed 8. */
+    for (int i = 0; i < THREADS; i++)
+        CHECK(args[i].max_count >= 1 && args[i].max_count <= 2 * THREADS);
     CHECK_EQ(rc_addrlimit_addresses(&t), 0);
     for (uint32_t i = 0; i < 8; i++) {
         addr_of(a, i);
