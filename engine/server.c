@@ -219,14 +219,12 @@ static void wait_for_stop_signal(void)
 
 int rc_server_run(const struct rc_config *cfg)
 {
-    /* Aligned for open_connections, which must have its cache line to itself. */
-    struct rc_server *s = aligned_alloc(64, sizeof(*s));
+    struct rc_server *s = calloc(1, sizeof(*s));
     sigset_t set;
     int ret;
 
     if (!s)
         return 1;
-    memset(s, 0, sizeof(*s));
     s->cfg = *cfg;
     s->started = time(NULL);
     rc_log_set_level(cfg->log_level);
@@ -282,7 +280,6 @@ int rc_server_run(const struct rc_config *cfg)
         w->server = s;
         w->cfg = &s->cfg;
         w->capacity = capacity;
-        w->per_address = s->per_address;
         w->listen_fd = open_listener(&s->cfg, true);
         if (w->listen_fd < 0) {
             rc_error("cannot listen on %s:%u: %s", cfg->listen_host, cfg->listen_port,

@@ -683,6 +683,8 @@ static int worker_init(struct rc_worker *w)
     unsigned files = w->capacity + 64;
     int ret;
 
+    w->per_address = w->server->per_address;
+
     if (files > w->server->nofile)
         files = w->server->nofile;
     ret = rc_ring_init(&w->ring, 4096, 65536, files);

@@ -28,10 +28,12 @@ struct rc_server {
     /*
      * Client connections open over all workers, for max_connections. Kept whether the limit
      * is on or not, so that it is right whenever a reload turns the limit on; that costs one
-     * atomic add per accept and one per close. It sits alone on its cache line, away from
-     * everything the workers read on the event path.
+     * atomic add per accept and one per close. The pads keep it alone on its cache line, away
+     * from everything the workers read on the event path, whatever the allocation's alignment.
      */
-    _Alignas(64) uint64_t open_connections;
+    char pad_open_before[64];
+    uint64_t open_connections;
+    char pad_open_after[64 - sizeof(uint64_t)];
 };
 
 /*
