@@ -1037,6 +1037,18 @@ static bool keep_prefixes(struct rc_config *next, const struct rc_config *live)
 
 #define KEEP(field) keep(&next->field, &live->field, sizeof(live->field))
 
+/*
+ * Keeps a limit's running value when a reload would turn it on or off; a new non-zero value
+ * for a limit that stays on is taken. Returns whether it kept it.
+ */
+static bool keep_on_off(uint32_t *next, const uint32_t *live)
+{
+    if ((*next == 0) == (*live == 0))
+        return false;
+    *next = *live;
+    return true;
+}
+
 void rc_config_keep_restart_keys(struct rc_config *next, const struct rc_config *live,
                                  void (*changed)(const char *key, void *arg), void *arg)
 {
@@ -1058,6 +1070,9 @@ void rc_config_keep_restart_keys(struct rc_config *next, const struct rc_config 
         {"[server] listen", KEEP(listen_host) | KEEP(listen_port)},
         {"[server] workers", KEEP(workers)},
         {"[server] max_connections_per_worker", KEEP(max_connections_per_worker)},
+        /* On or off selects how the workers accept (RC_ACCEPT_SLOTS); the value may change. */
+        {"[server] max_connections_per_address",
+         keep_on_off(&next->max_connections_per_address, &live->max_connections_per_address)},
         {"[server] recv_buffers", KEEP(recv_buffers)},
         {"[server] recv_buffer_size", KEEP(recv_buffer_size)},
         {"[http] max_header_bytes", KEEP(max_header_bytes)},

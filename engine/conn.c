@@ -22,6 +22,7 @@ void rc_conn_maybe_free(struct rc_worker *w, struct rc_conn *c)
     if (c->flags & F_WS)
         rc_wsconn_free(c);
     rc_ring_close_direct(&w->ring, c->fd);
+    rc_conn_limits_release(w, c);
     c->gen++;
     c->state = 0;
     rc_slab_free(&w->conns, c);

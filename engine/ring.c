@@ -163,6 +163,19 @@ void rc_ring_accept_direct(struct rc_ring *r, int listen_fd, uint64_t ud)
     io_uring_sqe_set_data64(sqe, ud);
 }
 
+void rc_ring_accept_direct_addr(struct rc_ring *r, int listen_fd, struct sockaddr *addr,
+                                socklen_t *addrlen, uint64_t ud)
+{
+    struct io_uring_sqe *sqe = get_sqe(r);
+    /*
+     * liburing 2.3 stores file_index + 1 in the SQE without special-casing the allocation
+     * sentinel (later versions do), so "allocate a free slot" is asked for as ALLOC - 1, the
+     * same way io_uring_prep_multishot_accept_direct() does it; both versions read it right.
+     */
+    io_uring_prep_accept_direct(sqe, listen_fd, addr, addrlen, 0, IORING_FILE_INDEX_ALLOC - 1);
+    io_uring_sqe_set_data64(sqe, ud);
+}
+
 void rc_ring_accept(struct rc_ring *r, int listen_fd, uint64_t ud)
 {
     struct io_uring_sqe *sqe = get_sqe(r);

@@ -199,6 +199,8 @@ size_t rc_server_info(const struct rc_server *s, char *buf, size_t cap)
         sum.channels += rc_stat_get(ws->channels);
         sum.accepted += rc_stat_get(ws->accepted);
         sum.rejected_capacity += rc_stat_get(ws->rejected_capacity);
+        sum.rejected_global += rc_stat_get(ws->rejected_global);
+        sum.rejected_address += rc_stat_get(ws->rejected_address);
         sum.http_errors += rc_stat_get(ws->http_errors);
         sum.header_timeouts += rc_stat_get(ws->header_timeouts);
         sum.deliveries += rc_stat_get(ws->deliveries);
@@ -233,10 +235,14 @@ size_t rc_server_info(const struct rc_server *s, char *buf, size_t cap)
             (unsigned long)rc_stat_get(s->workers[i].stats.connections));
     OUT("subscribers:%lu\r\nchannels:%lu\r\n", (unsigned long)sum.subscribers,
         (unsigned long)sum.channels);
-    OUT("# Stats\r\naccepted:%lu\r\nrejected_capacity:%lu\r\nhttp_errors:%lu\r\n"
+    OUT("client_addresses:%lu\r\n",
+        (unsigned long)(s->per_address ? rc_addrlimit_addresses(&s->addrs) : 0));
+    OUT("# Stats\r\naccepted:%lu\r\nrejected_capacity:%lu\r\nrejected_global:%lu\r\n"
+        "rejected_address:%lu\r\nhttp_errors:%lu\r\n"
         "header_timeouts:%lu\r\ndeliveries:%lu\r\nslow_disconnects:%lu\r\nheartbeats:%lu\r\n"
         "alloc_failures:%lu\r\n",
         (unsigned long)sum.accepted, (unsigned long)sum.rejected_capacity,
+        (unsigned long)sum.rejected_global, (unsigned long)sum.rejected_address,
         (unsigned long)sum.http_errors, (unsigned long)sum.header_timeouts,
         (unsigned long)sum.deliveries, (unsigned long)sum.slow_disconnects,
         (unsigned long)sum.heartbeats, (unsigned long)sum.alloc_failures);
@@ -368,9 +374,30 @@ int rc_server_run(const struct rc_config *cfg, const char *config_path)
         return 1;
     }
     close(probe);
+    /*
+     * A ring's file table holds at most RLIMIT_NOFILE direct descriptors. The capacity stays a
+     * reserve below that (64, or a sixteenth of a small limit), so that a client beyond the
+     * capacity still gets a slot to be told 503 in; only when the reserve is used up too does
+     * the kernel refuse the connection, and the client sees it closed.
+     */
+    unsigned reserve = s->nofile / 16 < 64 ? s->nofile / 16 : 64;
     uint32_t capacity = cfg->max_connections_per_worker;
-    if (capacity > s->nofile)
-        capacity = s->nofile;
+    if (capacity > s->nofile - reserve)
+        capacity = s->nofile - reserve;
+    if (capacity == 0) {
+        rc_error("RLIMIT_NOFILE %u leaves no room for connections", s->nofile);
+        return 1;
+    }
+    /*
+     * Decided once, here: with the per-address limit the workers accept differently (see
+     * RC_ACCEPT_SLOTS), so turning it on or off takes a restart; its value may change while it
+     * stays on. max_connections needs no such decision: open_connections is always kept.
+     */
+    s->per_address = cfg->max_connections_per_address > 0;
+    if (s->per_address && rc_addrlimit_init(&s->addrs) < 0) {
+        rc_error("out of memory for the per-address table");
+        return 1;
+    }
     for (unsigned i = 0; i < s->nworkers; i++) {
         struct rc_worker *w = &s->workers[i];
         w->id = i;
@@ -402,6 +429,10 @@ int rc_server_run(const struct rc_config *cfg, const char *config_path)
             "(max_connections_per_worker %u, RLIMIT_NOFILE %u), feed at %s",
             RC_VERSION, cfg->listen_host, cfg->listen_port, s->nworkers, capacity,
             cfg->max_connections_per_worker, s->nofile, cfg->socket);
+    if (cfg->max_connections || s->per_address)
+        rc_info("connection limits: max_connections %u, max_connections_per_address %u "
+                "(0: none)",
+                cfg->max_connections, cfg->max_connections_per_address);
     rc_info("io_uring features: defer_taskrun=%s msg_ring=%s send_zc=%s bundles=%s",
             ft->defer_taskrun ? "yes" : "no", ft->msg_ring ? "yes" : "no",
             ft->send_zc ? "yes" : "no", ft->bundles ? "yes" : "no");
@@ -415,6 +446,8 @@ int rc_server_run(const struct rc_config *cfg, const char *config_path)
     for (unsigned i = 0; i < s->nworkers; i++)
         rc_ring_exit(&s->workers[i].ring);
     rc_info("stopped");
+    if (s->per_address)
+        rc_addrlimit_destroy(&s->addrs);
     free(s->workers);
     free_configs(s);
     free(s);

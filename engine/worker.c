@@ -295,14 +295,91 @@ static void arm_recv(struct rc_worker *w, struct rc_conn *c)
     rc_ring_recv_multishot(&w->ring, c->fd, rc_conn_ud(c, RC_OP_RECV));
 }
 
-static void arm_accept(struct rc_worker *w)
+/* How many accepts the worker keeps in flight: see RC_ACCEPT_SLOTS. */
+static unsigned accept_slots(const struct rc_worker *w)
 {
-    rc_ring_accept_direct(&w->ring, w->listen_fd, rc_ud(w, RC_OP_ACCEPT, 0));
+    return w->per_address ? RC_ACCEPT_SLOTS : 1;
 }
 
+static void arm_accept(struct rc_worker *w, unsigned slot)
+{
+    uint64_t ud = rc_ud(w, RC_OP_ACCEPT, (uint16_t)slot);
+    if (w->per_address) {
+        struct rc_accept_slot *a = &w->accept_slots[slot];
+        a->len = sizeof(a->addr);
+        rc_ring_accept_direct_addr(&w->ring, w->listen_fd, (struct sockaddr *)&a->addr, &a->len,
+                                   ud);
+    } else {
+        rc_ring_accept_direct(&w->ring, w->listen_fd, ud);
+    }
+    w->accepts_armed++;
+}
+
+/*
+ * Makes room for c's entry in addr_of and counts c against its address; *count is then the
+ * address's count (0 for a peer without an IP address, which is not counted). Returns false,
+ * having counted nothing, when memory is short.
+ */
+static bool track_address(struct rc_worker *w, struct rc_conn *c, const unsigned char *key,
+                          uint32_t *count)
+{
+    size_t i = rc_slab_index(&w->conns, c);
+    *count = 0;
+    if (i >= w->addr_cap) {
+        /* The slab has grown past the array: follow it, so every index has an entry. */
+        size_t cap = w->conns.capacity;
+        struct rc_addrnode **a = realloc(w->addr_of, cap * sizeof(*a));
+        if (!a)
+            return false;
+        memset(a + w->addr_cap, 0, (cap - w->addr_cap) * sizeof(*a));
+        w->addr_of = a;
+        w->addr_cap = cap;
+    }
+    rc_assert(w->addr_of[i] == NULL);
+    if (!key)
+        return true;
+    w->addr_of[i] = rc_addrlimit_acquire(&w->server->addrs, key, count);
+    return w->addr_of[i] != NULL;
+}
+
+void rc_conn_limits_release(struct rc_worker *w, struct rc_conn *c)
+{
+    __atomic_fetch_sub(&w->server->open_connections, 1, __ATOMIC_RELAXED);
+    if (w->per_address) {
+        size_t i = rc_slab_index(&w->conns, c);
+        struct rc_addrnode *n = w->addr_of[i];
+        if (n) {
+            w->addr_of[i] = NULL;
+            rc_addrlimit_release(&w->server->addrs, n);
+        }
+    }
+}
+
+/*
+ * A connection arrived on accept slot `slot`. It is counted against every limit and refused,
+ * with a 503 and the stat of the first limit it is over, when it is over any: the worker's
+ * capacity, max_connections over all workers, max_connections_per_address. A refused
+ * connection holds its place in the counts until it is freed, like any other open socket.
+ * The counts are kept whatever the limits, which are read from the live configuration, so a
+ * reload may change them (but per-address counting itself is on or off from the start).
+ */
 static void on_accept(struct rc_worker *w, const struct rc_cqe *cqe)
 {
+    unsigned slot = rc_ud_gen(cqe->ud);
     bool ended = !(cqe->flags & IORING_CQE_F_MORE);
+    unsigned char key[RC_ADDR_LEN];
+    bool keyed = false;
+
+    rc_assert(slot < accept_slots(w));
+    if (ended) {
+        rc_assert(w->accepts_armed > 0);
+        w->accepts_armed--;
+    }
+    /* Read the peer's address before the slot is re-armed over it. */
+    if (cqe->res >= 0 && w->per_address) {
+        const struct rc_accept_slot *a = &w->accept_slots[slot];
+        keyed = rc_addrlimit_key((const struct sockaddr *)&a->addr, a->len, key);
+    }
     if (cqe->res < 0) {
         /* A full file table: the kernel has already closed the new connection. */
         if (cqe->res == -ENFILE || cqe->res == -EMFILE) {
@@ -310,12 +387,13 @@ static void on_accept(struct rc_worker *w, const struct rc_cqe *cqe)
         } else if (cqe->res != -ECANCELED) {
             /* An unexpected error may repeat at once; retry on the next tick, not in a loop. */
             rc_warn("accept failed: %s", strerror(-cqe->res));
-            w->accept_retry = ended;
+            if (ended)
+                w->accept_idle |= 1u << slot;
             return;
         }
     }
     if (ended && !w->stopping)
-        arm_accept(w);
+        arm_accept(w, slot);
     if (cqe->res < 0)
         return;
     unsigned fd = (unsigned)cqe->res;
@@ -324,6 +402,11 @@ static void on_accept(struct rc_worker *w, const struct rc_cqe *cqe)
         return;
     }
     struct rc_conn *c = rc_slab_alloc(&w->conns);
+    uint32_t from_addr = 0;
+    if (c && w->per_address && !track_address(w, c, keyed ? key : NULL, &from_addr)) {
+        rc_slab_free(&w->conns, c);
+        c = NULL;
+    }
     if (!c) {
         rc_stat_add(w->stats.alloc_failures, 1);
         rc_ring_close_direct(&w->ring, fd);
@@ -337,12 +420,21 @@ static void on_accept(struct rc_worker *w, const struct rc_cqe *cqe)
     rc_link_init(&c->link);
     rc_stat_add(w->stats.connections, 1);
     rc_stat_add(w->stats.accepted, 1);
+    uint64_t open = __atomic_add_fetch(&w->server->open_connections, 1, __ATOMIC_RELAXED);
     /* Read even when refusing, so that the request is consumed and the close is not a reset. */
     arm_recv(w, c);
     c->deadline = (uint32_t)(w->now_ms - w->start_ms + w->cfg->header_timeout_ms);
     rc_link_insert_tail(&w->pending, &c->link);
-    if (rc_stat_get(w->stats.connections) > w->capacity) {
-        rc_stat_add(w->stats.rejected_capacity, 1);
+    const struct rc_config *cfg = w->cfg;
+    uint64_t *refused = NULL;
+    if (rc_stat_get(w->stats.connections) > w->capacity)
+        refused = &w->stats.rejected_capacity;
+    else if (cfg->max_connections && open > cfg->max_connections)
+        refused = &w->stats.rejected_global;
+    else if (cfg->max_connections_per_address && from_addr > cfg->max_connections_per_address)
+        refused = &w->stats.rejected_address;
+    if (refused) {
+        rc_stat_add(*refused, 1);
         rc_conn_respond(w, c, RC_RESP_503);
     }
 }
@@ -483,7 +575,9 @@ static void begin_stop(struct rc_worker *w)
         return;
     w->stopping = true;
     w->stop_deadline_ms = w->now_ms + w->cfg->shutdown_grace_ms;
-    rc_ring_cancel(&w->ring, rc_ud(w, RC_OP_ACCEPT, 0));
+    for (unsigned slot = 0; slot < accept_slots(w); slot++)
+        rc_ring_cancel(&w->ring, rc_ud(w, RC_OP_ACCEPT, (uint16_t)slot));
+    w->accept_idle = 0;
     while (!rc_link_empty(&w->pending))
         rc_conn_close(w, rc_container_of(w->pending.next, struct rc_conn, link));
     rc_stream_foreach(w, wind_down);
@@ -604,6 +698,8 @@ static int worker_init(struct rc_worker *w)
     unsigned files = w->capacity + 64;
     int ret;
 
+    w->per_address = w->server->per_address;
+
     if (files > w->server->nofile)
         files = w->server->nofile;
     ret = rc_ring_init(&w->ring, 4096, 65536, files);
@@ -639,6 +735,8 @@ static void worker_cleanup(struct rc_worker *w)
     rc_channel_table_destroy(&w->channels);
     rc_slab_destroy(&w->conns);
     rc_slab_destroy(&w->batches);
+    free(w->addr_of);
+    w->addr_of = NULL;
     free_responses(w);
     close(w->listen_fd);
     w->listen_fd = -1;
@@ -672,7 +770,8 @@ static void *worker_main(void *arg)
     w->start_ms = w->now_ms = monotonic_ms();
     w->next_heartbeat_ms = w->now_ms + w->cfg->heartbeat_interval_ms;
     w->next_ping_ms = w->now_ms + w->cfg->ws_ping_interval_ms;
-    arm_accept(w);
+    for (unsigned slot = 0; slot < accept_slots(w); slot++)
+        arm_accept(w, slot);
     for (;;) {
         int ret = rc_ring_run(&w->ring, next_timeout(w), on_cqe, w);
         rc_assert(ret >= 0);
@@ -698,14 +797,22 @@ static void *worker_main(void *arg)
         }
         expire_requests(w);
         expire_ws_closing(w);
-        if (w->accept_retry && !w->stopping) {
-            w->accept_retry = false;
-            arm_accept(w);
+        if (w->accept_idle && !w->stopping) {
+            for (unsigned slot = 0; slot < accept_slots(w); slot++)
+                if (w->accept_idle & (1u << slot))
+                    arm_accept(w, slot);
+            w->accept_idle = 0;
         }
         if (w->stopping) {
             if (w->now_ms >= w->stop_deadline_ms)
                 end_stop(w);
-            if (rc_stat_get(w->stats.connections) == 0)
+            /*
+             * The cancelled accepts are waited for as well (they end at once), so that none
+             * is left writing a peer address into accept_slots after the loop; the grace
+             * deadline bounds the wait all the same.
+             */
+            if (rc_stat_get(w->stats.connections) == 0 &&
+                (w->accepts_armed == 0 || w->now_ms >= w->stop_deadline_ms))
                 break;
         }
     }

@@ -179,6 +179,14 @@ static inline uint64_t rc_conn_ud(const struct rc_conn *c, enum rc_op op)
     return rc_ud(c, op, c->gen);
 }
 
+/* worker.c: accept and the connection limits. */
+
+/*
+ * Gives back what c counted against the connection limits when it was accepted (its place in
+ * max_connections and in its address's count). Called once, when its slot is freed.
+ */
+void rc_conn_limits_release(struct rc_worker *w, struct rc_conn *c);
+
 /* conn.c: closing and the send path. */
 
 /*

@@ -21,7 +21,7 @@
 /* Operation tags carried in user_data; one namespace for every ring in the process. */
 enum rc_op {
     RC_OP_IGNORE = 0,    /* a completion nobody waits for (close, a failed fire-and-forget) */
-    RC_OP_ACCEPT,        /* multishot accept on a listening socket */
+    RC_OP_ACCEPT,        /* accept on a listening socket (the generation may name a slot) */
     RC_OP_RECV,          /* receive on a connection */
     RC_OP_SEND,          /* send on a connection */
     RC_OP_CLOSE,         /* shutdown of a connection before its close */
@@ -118,6 +118,14 @@ int rc_ring_cqe_buffer(const struct rc_cqe *cqe);
 
 /* Multishot accept on a listening socket, straight into the direct descriptor table. */
 void rc_ring_accept_direct(struct rc_ring *r, int listen_fd, uint64_t ud);
+
+/*
+ * One accept on a listening socket, straight into the direct descriptor table, that writes the
+ * peer's address to addr (*addrlen bytes of room, updated to the address's length). addr and
+ * addrlen must stay valid until the completion.
+ */
+void rc_ring_accept_direct_addr(struct rc_ring *r, int listen_fd, struct sockaddr *addr,
+                                socklen_t *addrlen, uint64_t ud);
 
 /* Multishot accept on a listening socket, producing ordinary descriptors. */
 void rc_ring_accept(struct rc_ring *r, int listen_fd, uint64_t ud);

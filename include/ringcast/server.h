@@ -15,6 +15,7 @@
 #include <stdint.h>
 #include <time.h>
 
+#include "ringcast/addrlimit.h"
 #include "ringcast/config.h"
 #include "ringcast/feed.h"
 #include "ringcast/worker.h"
@@ -32,9 +33,20 @@ struct rc_server {
     struct rc_worker *workers; /* owned array of nworkers */
     struct rc_feed feed;
     time_t started;
-    pthread_barrier_t ready; /* every thread has set up its ring */
-    pthread_barrier_t go;    /* the main thread has checked that all of them succeeded */
-    int start_ok;            /* written before `go`, read after it */
+    pthread_barrier_t ready;   /* every thread has set up its ring */
+    pthread_barrier_t go;      /* the main thread has checked that all of them succeeded */
+    int start_ok;              /* written before `go`, read after it */
+    bool per_address;          /* max_connections_per_address is on; `addrs` is set up */
+    struct rc_addrlimit addrs; /* connections per client address, shared by the workers */
+    /*
+     * Client connections open over all workers, for max_connections. Kept whether the limit
+     * is on or not, so that it is right whenever a reload turns the limit on; that costs one
+     * atomic add per accept and one per close. The pads keep it alone on its cache line, away
+     * from everything the workers read on the event path, whatever the allocation's alignment.
+     */
+    char pad_open_before[64];
+    uint64_t open_connections;
+    char pad_open_after[64 - sizeof(uint64_t)];
 };
 
 /*

@@ -20,6 +20,8 @@ struct rc_worker_stats {
     uint64_t channels;            /* gauge: channels with history or subscribers on this worker */
     uint64_t accepted;            /* connections accepted */
     uint64_t rejected_capacity;   /* connections refused because the worker was full */
+    uint64_t rejected_global;     /* ... because the engine had max_connections open */
+    uint64_t rejected_address;    /* ... because their address had max_connections_per_address */
     uint64_t http_errors;         /* requests answered with a 4xx or 5xx status */
     uint64_t header_timeouts;     /* requests whose head did not arrive within header_timeout */
     uint64_t deliveries;          /* events handed to a subscriber */

@@ -12,7 +12,9 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/socket.h>
 
+#include "ringcast/addrlimit.h"
 #include "ringcast/channel.h"
 #include "ringcast/config.h"
 #include "ringcast/ring.h"
@@ -42,6 +44,18 @@ enum rc_response {
     RC_RESP_COUNT
 };
 
+/*
+ * Accepts a worker keeps in flight. Normally one multishot accept; with a per-address limit,
+ * RC_ACCEPT_SLOTS single-shot ones instead, because only those report the peer's address (each
+ * into its own slot). The slot number is the generation field of the accept's user_data.
+ */
+#define RC_ACCEPT_SLOTS 32
+
+struct rc_accept_slot {
+    struct sockaddr_storage addr; /* written by the kernel when the accept completes */
+    socklen_t len;
+};
+
 struct rc_worker {
     unsigned id;
     pthread_t thread;
@@ -69,8 +83,19 @@ struct rc_worker {
     uint64_t pong_deadline_ms; /* when the clients pinged last must have answered; 0: none */
     uint64_t stop_deadline_ms; /* when streams still open after a stop are cut */
     bool stopping;
-    bool accept_retry; /* the multishot accept ended on an error; re-arm at the next tick */
+    bool per_address;       /* max_connections_per_address is on (fixed at start-up) */
+    uint32_t accept_idle;   /* accept slots that ended on an error; re-armed at the next tick */
+    uint32_t accepts_armed; /* accepts in flight; a stopping worker waits for them to end */
+    /*
+     * Per-address mode only: the address node of each connection, indexed by its slab index
+     * (rc_conn has no room for it), or NULL for one that is not counted. Grows with the slab.
+     */
+    struct rc_addrnode **addr_of;
+    size_t addr_cap;
     struct rc_worker_stats stats;
+    /* Per-address mode: the peer addresses of the accepts in flight. Lives as long as the
+     * ring, since the kernel writes to it, so it is part of the worker and never freed early. */
+    struct rc_accept_slot accept_slots[RC_ACCEPT_SLOTS];
 } __attribute__((aligned(64))); /* user_data tags need 16; 64 keeps workers off shared lines */
 
 /* Starts the worker's thread. The thread joins the server's start barrier. */
