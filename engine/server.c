@@ -218,6 +218,7 @@ size_t rc_server_info(const struct rc_server *s, char *buf, size_t cap)
         sum.ws_upstream_unheard += rc_stat_get(ws->ws_upstream_unheard);
         sum.ws_upstream_busy += rc_stat_get(ws->ws_upstream_busy);
         sum.ws_direct += rc_stat_get(ws->ws_direct);
+        sum.ws_queue_overflows += rc_stat_get(ws->ws_queue_overflows);
         sum.channel_limit += rc_stat_get(ws->channel_limit);
         sum.resumes += rc_stat_get(ws->resumes);
         sum.resume_gaps += rc_stat_get(ws->resume_gaps);
@@ -253,12 +254,13 @@ size_t rc_server_info(const struct rc_server *s, char *buf, size_t cap)
         (unsigned long)sum.ws_pong_timeouts);
     OUT("ws_commands:%lu\r\nws_command_errors:%lu\r\nws_upstream:%lu\r\n"
         "ws_upstream_unheard:%lu\r\nws_upstream_busy:%lu\r\nws_direct:%lu\r\n"
+        "ws_queue_overflows:%lu\r\n"
         "channel_limit:%lu\r\nresumes:%lu\r\nresume_gaps:%lu\r\n",
         (unsigned long)sum.ws_commands, (unsigned long)sum.ws_command_errors,
         (unsigned long)sum.ws_upstream, (unsigned long)sum.ws_upstream_unheard,
         (unsigned long)sum.ws_upstream_busy, (unsigned long)sum.ws_direct,
-        (unsigned long)sum.channel_limit, (unsigned long)sum.resumes,
-        (unsigned long)sum.resume_gaps);
+        (unsigned long)sum.ws_queue_overflows, (unsigned long)sum.channel_limit,
+        (unsigned long)sum.resumes, (unsigned long)sum.resume_gaps);
     OUT("# Feed\r\npublished:%lu\r\nfeed_connections:%lu\r\nfeed_commands:%lu\r\n"
         "feed_pending:%lu\r\nfeed_protocol_errors:%lu\r\nfeed_command_errors:%lu\r\n"
         "feed_rejected:%lu\r\nfeed_msg_failures:%lu\r\n",

@@ -219,9 +219,10 @@ static void reply(struct rc_worker *w, struct rc_conn *c, struct rc_ws *ws, cons
     line[0] = '!';
     line[n + 1] = '\n';
     int r = queue_message(w, ws, RC_WS_TEXT, env ? line + 1 : line, (size_t)n + 1, NULL, 0);
-    if (r == -EAGAIN)
+    if (r == -EAGAIN) {
+        rc_stat_add(w->stats.ws_queue_overflows, 1);
         begin_close(w, c, ws, RC_WS_CLOSE_POLICY, "replies not read", 16);
-    else if (r < 0)
+    } else if (r < 0)
         begin_close(w, c, ws, RC_WS_CLOSE_INTERNAL_ERROR, NULL, 0);
 }
 

@@ -39,6 +39,7 @@ struct rc_worker_stats {
     uint64_t ws_upstream_unheard; /* client messages nobody listened to (the client is told) */
     uint64_t ws_upstream_busy;    /* client messages refused over upstream_max_pending */
     uint64_t ws_direct;           /* SEND and CLOSE commands carried out on this worker */
+    uint64_t ws_queue_overflows;  /* clients closed (1008) for leaving max_queued replies unread */
     uint64_t channel_limit;       /* requests refused over max_channels_per_connection */
     uint64_t resumes;             /* streams that started from a Last-Event-ID */
     uint64_t resume_gaps;         /* ... and were told that events were gone */

@@ -6,7 +6,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import WebSocket from 'ws';
-import { startServer, publish, xpublish, info, waitInfo, waitUntil, rawRequest } from './lib/harness.mjs';
+import { startServer, publish, xpublish, info, waitInfo, waitUntil, rawRequest, wsOpen, wsFrame, closeCode } from './lib/harness.mjs';
 
 let srv;
 
@@ -156,5 +156,26 @@ test('multi-channel requests: more channels than allowed is a 400, counted', asy
   for (const q of ['', '?x=1', '?channel=a/b', '?channel=%zz', '?channel=a&envelope=2']) {
     const bad = await rawRequest(srv.port, `GET /sse${q} HTTP/1.1\r\nHost: x\r\n\r\n`);
     assert.equal(bad.status, 400, q);
+  }
+});
+
+test('a client that lets max_queued replies pile up is closed with 1008, and counted', async () => {
+  const small = await startServer({ websocket: { max_queued: 1, ping_interval: 0 } });
+  try {
+    const c = await wsOpen(small.port, 'q');
+    const other = await wsOpen(small.port, 'q');
+    // Three commands in one write: their replies are queued before any can be sent.
+    c.send(Buffer.concat([wsFrame(0x1, '/x'), wsFrame(0x1, '/y'), wsFrame(0x1, '/z')]));
+    await c.waitFor((x) => x.frames.some((f) => f.opcode === 0x8), 5000, 'a Close');
+    const close = c.frames.find((f) => f.opcode === 0x8);
+    assert.equal(closeCode(close), 1008);
+    assert.equal(close.payload.subarray(2).toString(), 'replies not read');
+    assert.equal((await info(small.socket)).ws_queue_overflows, 1);
+    assert.equal(await publish(small.socket, 'q', 'still here'), 1);
+    await other.waitFrames(1);
+    other.close();
+    c.close();
+  } finally {
+    await small.stop();
   }
 });
