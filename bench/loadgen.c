@@ -795,9 +795,15 @@ struct carry {
     char data[];
 };
 
-/* Storm mode: the id buffer and the id of the last dispatched event, as a browser keeps them. */
+/*
+ * Storm mode: what a browser's EventSource keeps: the id buffer, the id of the last dispatched
+ * event, and the event being read, which counts only once a blank line dispatches it.
+ */
 struct resume {
     uint8_t len, pending_len;
+    bool has_event; /* a data line of the event being read has arrived */
+    uint32_t event_seq;
+    uint64_t event_sent_ns;
     char id[ID_MAX], pending[ID_MAX];
 };
 
@@ -809,7 +815,7 @@ struct client {
     uint32_t chunk_left; /* CH_SIZE: the size read so far; CH_DATA: bytes left in the chunk */
     uint8_t state, chunk, flags;
     struct carry *carry;
-    struct resume *resume; /* storm mode only, once an id arrived */
+    struct resume *resume; /* storm mode only, once an id or data line arrived */
 };
 
 enum end_reason { END_CONNECT, END_HTTP, END_CLOSED, END_TIMEOUT, END_DISCONNECT };
@@ -909,6 +915,8 @@ static void client_end(struct child *ch, struct client *c, enum end_reason why, 
     c->fd = -1;
     free(c->carry);
     c->carry = NULL;
+    if (c->resume)
+        c->resume->has_event = false; /* never dispatched: gone with the stream */
     c->state = CL_GONE;
     settle(ch, c);
 }
@@ -1017,6 +1025,21 @@ static void on_event(struct child *ch, struct client *c, uint32_t seq, uint64_t 
     settle(ch, c);
 }
 
+static struct resume *resume_of(struct client *c)
+{
+    if (!c->resume) {
+        c->resume = calloc(1, sizeof(*c->resume));
+        if (!c->resume)
+            die("out of memory");
+    }
+    return c->resume;
+}
+
+/*
+ * A data: line. Without a storm the event counts at once. In storm mode it counts when the
+ * blank line dispatches it, as a browser fires `message` only then: an event cut off by the
+ * storm was never seen, so its replay after Last-Event-ID is its first delivery.
+ */
 static void on_data_line(struct child *ch, struct client *c, const char *v, size_t len)
 {
     const char *p = v, *end = v + len;
@@ -1027,17 +1050,22 @@ static void on_data_line(struct child *ch, struct client *c, const char *v, size
         ch->malformed++;
         return;
     }
-    on_event(ch, c, (uint32_t)seq, sent);
+    if (!opt.storm) {
+        on_event(ch, c, (uint32_t)seq, sent);
+        return;
+    }
+    struct resume *r = resume_of(c);
+    if (r->has_event)
+        on_event(ch, c, r->event_seq, r->event_sent_ns); /* two data lines: both count */
+    r->has_event = true;
+    r->event_seq = (uint32_t)seq;
+    r->event_sent_ns = sent;
 }
 
 /* An id: line, kept in storm mode the way a browser keeps it for Last-Event-ID. */
 static void on_id_line(struct client *c, const char *v, size_t len)
 {
-    if (!c->resume) {
-        c->resume = calloc(1, sizeof(*c->resume));
-        if (!c->resume)
-            die("out of memory");
-    }
+    resume_of(c);
     /* An id too long to keep is forgotten rather than sent back truncated. */
     c->resume->pending_len = len <= ID_MAX ? (uint8_t)len : 0;
     memcpy(c->resume->pending, v, c->resume->pending_len);
@@ -1073,6 +1101,10 @@ static void on_line(struct child *ch, struct client *c, const char *s, size_t le
             if (c->resume) {
                 c->resume->len = c->resume->pending_len;
                 memcpy(c->resume->id, c->resume->pending, c->resume->len);
+                if (c->resume->has_event) {
+                    c->resume->has_event = false;
+                    on_event(ch, c, c->resume->event_seq, c->resume->event_sent_ns);
+                }
             }
         } else if (sse_field(s, len, "data", &v, &vlen)) {
             on_data_line(ch, c, v, vlen);
@@ -1258,6 +1290,13 @@ static void storm(struct child *ch)
         c->fd = -1;
         free(c->carry);
         c->carry = NULL;
+        /* Like a browser's new parser: the cut event is dropped, and the id buffer starts
+           from the last dispatched id. */
+        if (c->resume) {
+            c->resume->has_event = false;
+            c->resume->pending_len = c->resume->len;
+            memcpy(c->resume->pending, c->resume->id, c->resume->len);
+        }
         c->chunk = CH_NONE;
         c->chunk_left = 0;
         c->state = CL_IDLE;
