@@ -1,5 +1,9 @@
 /*
  * The feed socket: RESP2 commands from publishers and listeners. See include/ringcast/feed.h.
+ *
+ * This file is the feed's thread: its ring, connections, replies in command order and pushing
+ * client messages to listeners. The commands are in feedcmd.c and the index of which connection
+ * listens on which channel in topics.c; include/ringcast/feedconn.h is what they share.
  */
 #include "ringcast/feed.h"
 
@@ -8,7 +12,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -17,29 +20,16 @@
 
 #include "ringcast/assert.h"
 #include "ringcast/event.h"
-#include "ringcast/http.h"
+#include "ringcast/feedconn.h"
 #include "ringcast/log.h"
 #include "ringcast/resp.h"
 #include "ringcast/server.h"
-#include "ringcast/sse.h"
+#include "ringcast/topics.h"
 #include "ringcast/upstream.h"
-#include "ringcast/utf8.h"
 
-/* Enough for SUBSCRIBE with many channels; argv lives on the feed thread's stack (16 KiB). */
-#define MAX_ARGS       1024
 #define MAX_INLINE     (64 * 1024)
 #define RECV_CHUNK     (16 * 1024)
-#define MAX_TYPE_LEN   64
-#define MAX_ID_LEN     128
-#define MAX_CHANNEL    128
 #define MAX_UNSENT_OUT (1024 * 1024) /* reply bytes a publisher may leave unread */
-
-/* A growable byte buffer. */
-struct buf {
-    char *p; /* owned */
-    size_t len;
-    size_t cap;
-};
 
 /*
  * A command whose reply waits for workers: a publish, until every worker has handed its event
@@ -57,68 +47,6 @@ struct pending {
     struct rc_direct *d; /* a SEND or CLOSE: owned by the feed, lent to a worker until done */
     size_t stage_off;
 };
-
-/* A channel that feed connections listen on: one entry of the feed-wide index. */
-struct rc_feed_topic {
-    struct rc_feed_topic *hnext; /* next in the same hash bucket */
-    struct rc_link subs;         /* struct sub.tlink, in subscription order */
-    uint32_t hash;
-    uint16_t name_len;
-    char name[];
-};
-
-/*
- * One connection's subscription to one channel, linked from both sides: the topic lists its
- * listeners for pushing, the connection lists its channels for UNSUBSCRIBE and close. A topic has
- * at most one node per connection, and feed connections are few (max_connections), so walking
- * a topic's list is how a duplicate SUBSCRIBE or an UNSUBSCRIBE finds its node.
- */
-struct sub {
-    struct rc_link tlink; /* in the topic's subs */
-    struct rc_link clink; /* in the connection's subs */
-    struct rc_feed_topic *topic;
-    struct feed_conn *fc;
-};
-
-enum {
-    FC_RECV = 1 << 0,        /* a receive is in flight into `in` */
-    FC_SEND = 1 << 1,        /* a send of `wire` is in flight */
-    FC_CLOSE_AFTER = 1 << 2, /* close once every reply is sent (QUIT, protocol error, EOF) */
-    FC_GONE = 1 << 3,        /* the peer has gone: replies are dropped */
-    FC_PAUSED = 1 << 4,      /* on the paused list until pending work drains */
-};
-
-/*
- * One feed connection. Replies leave in command order: a publish's or a direct's reply is known
- * only when its workers answer, so replies to the commands behind it wait in `stage`. Messages
- * pushed to a listener take the same path, so they never overtake its SUBSCRIBE reply.
- */
-struct feed_conn {
-    struct rc_link link;  /* in rc_feed.conns */
-    struct rc_link plink; /* in rc_feed.paused while FC_PAUSED */
-    struct rc_link ilink; /* in rc_feed.idle while a publisher that is not closing */
-    struct rc_link subs;  /* struct sub.clink: the channels it listens on */
-    uint32_t nsubs;       /* nonzero: the connection is in subscribed mode */
-    int fd;
-    unsigned flags;
-    uint64_t last_ms; /* CLOCK_MONOTONIC of its last complete command (or of its accept) */
-    struct buf in;    /* received bytes not yet parsed */
-    struct buf out;   /* replies ready to send */
-    struct buf wire;  /* the bytes of the send in flight; swapped with out */
-    size_t wire_off;
-    struct buf stage;  /* replies that come after q's oldest pending command */
-    size_t stage_done; /* stage bytes already moved to out */
-    struct pending *q; /* ring of commands awaiting workers, owned */
-    size_t q_head, q_len, q_cap;
-    struct feed_conn *cut_next; /* on on_upstream()'s list of listeners to cut */
-};
-
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
 
 /* Whether a list node is linked into some list (a removed node points at itself). */
 static bool linked(const struct rc_link *l)
@@ -155,8 +83,7 @@ static int buf_append(struct buf *b, const void *data, size_t n)
 static void conn_finish(struct rc_feed *f, struct feed_conn *fc);
 static void process(struct rc_feed *f, struct feed_conn *fc);
 
-/* Queues reply bytes behind every earlier reply. Memory exhaustion drops the connection. */
-static void reply(struct feed_conn *fc, const void *data, size_t n)
+void rc_feed_reply(struct feed_conn *fc, const void *data, size_t n)
 {
     struct buf *b = fc->q_len ? &fc->stage : &fc->out;
     if (fc->flags & FC_GONE)
@@ -165,30 +92,14 @@ static void reply(struct feed_conn *fc, const void *data, size_t n)
         fc->flags |= FC_GONE | FC_CLOSE_AFTER;
 }
 
-static void replyf(struct feed_conn *fc, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
-static void replyf(struct feed_conn *fc, const char *fmt, ...)
+void rc_feed_replyf(struct feed_conn *fc, const char *fmt, ...)
 {
     char line[512];
     va_list ap;
     va_start(ap, fmt);
     int n = vsnprintf(line, sizeof(line), fmt, ap);
     va_end(ap);
-    reply(fc, line, n < (int)sizeof(line) ? (size_t)n : sizeof(line) - 1);
-}
-
-static void reply_error(struct rc_feed *f, struct feed_conn *fc, const char *msg)
-{
-    rc_stat_add(f->stats.command_errors, 1);
-    replyf(fc, "-ERR %s\r\n", msg);
-}
-
-static void reply_bulk(struct feed_conn *fc, const char *data, size_t n)
-{
-    replyf(fc, "$%zu\r\n", n);
-    reply(fc, data, n);
-    reply(fc, "\r\n", 2);
+    rc_feed_reply(fc, line, n < (int)sizeof(line) ? (size_t)n : sizeof(line) - 1);
 }
 
 /* Reply bytes queued and not yet taken by the kernel. */
@@ -234,7 +145,7 @@ static void arm_recv(struct rc_feed *f, struct feed_conn *fc)
     if (want == 0) {
         /* parse() bounds every argument, so only a command of many huge arguments gets here. */
         rc_stat_add(f->stats.protocol_errors, 1);
-        reply(fc, "-ERR Protocol error: command too large\r\n", 40);
+        rc_feed_reply(fc, "-ERR Protocol error: command too large\r\n", 40);
         fc->flags |= FC_CLOSE_AFTER;
         flush(f, fc);
         return;
@@ -249,105 +160,13 @@ static void arm_recv(struct rc_feed *f, struct feed_conn *fc)
 }
 
 /* ---------------------------------------------------------------------------------------- */
-/* The channel index: which feed connections listen on which channel.                       */
+/* Listeners: what a subscription means to its connection. The index itself is topics.c.    */
 
-static struct rc_feed_topic *topic_find(const struct rc_feed *f, const char *name, size_t len,
-                                        uint32_t hash)
+int rc_feed_sub_add(struct rc_feed *f, struct feed_conn *fc, const char *name, size_t len)
 {
-    if (!f->topics)
-        return NULL;
-    for (struct rc_feed_topic *t = f->topics[hash & f->topics_mask]; t; t = t->hnext)
-        if (t->hash == hash && t->name_len == len && memcmp(t->name, name, len) == 0)
-            return t;
-    return NULL;
-}
-
-/* Doubles the bucket array once topics outnumber buckets, so chains stay short. */
-static int topics_grow(struct rc_feed *f)
-{
-    uint32_t nb = f->topics ? (f->topics_mask + 1) * 2 : 64;
-    struct rc_feed_topic **b = calloc(nb, sizeof(*b));
-    if (!b)
-        return -ENOMEM;
-    if (f->topics) {
-        for (uint32_t i = 0; i <= f->topics_mask; i++) {
-            struct rc_feed_topic *t = f->topics[i];
-            while (t) {
-                struct rc_feed_topic *next = t->hnext;
-                t->hnext = b[t->hash & (nb - 1)];
-                b[t->hash & (nb - 1)] = t;
-                t = next;
-            }
-        }
-        free(f->topics);
-    }
-    f->topics = b;
-    f->topics_mask = nb - 1;
-    return 0;
-}
-
-/* Returns the topic for a channel, creating it; NULL when memory is short. */
-static struct rc_feed_topic *topic_get(struct rc_feed *f, const char *name, size_t len)
-{
-    uint32_t hash = rc_channel_hash(name, len);
-    struct rc_feed_topic *t = topic_find(f, name, len, hash);
-    if (t)
-        return t;
-    if ((!f->topics || f->ntopics > f->topics_mask) && topics_grow(f) < 0)
-        return NULL;
-    t = malloc(sizeof(*t) + len);
-    if (!t)
-        return NULL;
-    rc_link_init(&t->subs);
-    t->hash = hash;
-    t->name_len = (uint16_t)len;
-    memcpy(t->name, name, len);
-    t->hnext = f->topics[hash & f->topics_mask];
-    f->topics[hash & f->topics_mask] = t;
-    f->ntopics++;
-    return t;
-}
-
-/* Frees a topic that nobody listens on any more. */
-static void topic_drop(struct rc_feed *f, struct rc_feed_topic *t)
-{
-    rc_assert(rc_link_empty(&t->subs));
-    struct rc_feed_topic **p = &f->topics[t->hash & f->topics_mask];
-    while (*p != t)
-        p = &(*p)->hnext;
-    *p = t->hnext;
-    f->ntopics--;
-    free(t);
-}
-
-static struct sub *sub_find(const struct rc_feed_topic *t, const struct feed_conn *fc)
-{
-    for (struct rc_link *l = t->subs.next; l != &t->subs; l = l->next) {
-        struct sub *s = rc_container_of(l, struct sub, tlink);
-        if (s->fc == fc)
-            return s;
-    }
-    return NULL;
-}
-
-/* Subscribes fc to a channel (nothing when it already is). Returns 0 or -ENOMEM. */
-static int sub_add(struct rc_feed *f, struct feed_conn *fc, const char *name, size_t len)
-{
-    struct rc_feed_topic *t = topic_get(f, name, len);
-    if (!t)
-        return -ENOMEM;
-    if (sub_find(t, fc))
-        return 0;
-    struct sub *s = malloc(sizeof(*s));
-    if (!s) {
-        if (rc_link_empty(&t->subs))
-            topic_drop(f, t);
-        return -ENOMEM;
-    }
-    s->topic = t;
-    s->fc = fc;
-    rc_link_insert_tail(&t->subs, &s->tlink);
-    rc_link_insert_tail(&fc->subs, &s->clink);
+    int ret = rc_topics_add(&f->topics, &fc->subs, fc, name, len);
+    if (ret <= 0)
+        return ret;
     if (fc->nsubs++ == 0) {
         /* A listener is meant to be quiet: the idle timeout is for publishers only. */
         rc_link_remove(&fc->ilink);
@@ -356,14 +175,10 @@ static int sub_add(struct rc_feed *f, struct feed_conn *fc, const char *name, si
     return 0;
 }
 
-static void sub_remove(struct rc_feed *f, struct sub *s)
+void rc_feed_sub_remove(struct rc_feed *f, struct rc_topic_sub *s)
 {
-    struct feed_conn *fc = s->fc;
-    rc_link_remove(&s->tlink);
-    rc_link_remove(&s->clink);
-    if (rc_link_empty(&s->topic->subs))
-        topic_drop(f, s->topic);
-    free(s);
+    struct feed_conn *fc = s->owner;
+    rc_topics_remove(&f->topics, s);
     if (--fc->nsubs == 0)
         rc_stat_add(f->stats.listeners, -1);
 }
@@ -371,7 +186,7 @@ static void sub_remove(struct rc_feed *f, struct sub *s)
 static void sub_remove_all(struct rc_feed *f, struct feed_conn *fc)
 {
     while (!rc_link_empty(&fc->subs))
-        sub_remove(f, rc_container_of(fc->subs.next, struct sub, clink));
+        rc_feed_sub_remove(f, rc_container_of(fc->subs.next, struct rc_topic_sub, clink));
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -492,7 +307,7 @@ static void on_direct_done(struct rc_feed *f, struct rc_direct *d)
     settle(f, fc);
 }
 
-static int queue_pending(struct feed_conn *fc, struct rc_event *ev, struct rc_direct *d)
+int rc_feed_queue_pending(struct feed_conn *fc, struct rc_event *ev, struct rc_direct *d)
 {
     if (fc->q_len == fc->q_cap) {
         size_t ncap = fc->q_cap ? fc->q_cap * 2 : 16;
@@ -512,376 +327,7 @@ static int queue_pending(struct feed_conn *fc, struct rc_event *ev, struct rc_di
 }
 
 /* ---------------------------------------------------------------------------------------- */
-/* Commands.                                                                                */
-
-static bool arg_is(const struct rc_resp_arg *a, const char *word)
-{
-    return a->len == strlen(word) && strncasecmp(a->ptr, word, a->len) == 0;
-}
-
-/*
- * A ring message that fails produces a completion on the sender's ring with RC_OP_MSG_FAILED.
- * The feed posts several kinds of object, so it names the kind in that completion's generation
- * field: the op of the message that failed.
- */
-static uint64_t msg_failed_ud(const void *obj, enum rc_op op)
-{
-    return rc_ud(obj, RC_OP_MSG_FAILED, (uint16_t)op);
-}
-
-/* Builds one event and posts it to every worker; the reply follows their acknowledgements. */
-static void publish(struct rc_feed *f, struct feed_conn *fc, struct rc_event_spec *spec)
-{
-    struct rc_server *s = f->server;
-    char id[48];
-
-    if (!rc_http_channel_valid(spec->channel, spec->channel_len)) {
-        reply_error(f, fc, "invalid channel name (1-128 bytes of A-Za-z0-9_.:@-)");
-        return;
-    }
-    uint64_t seq = ++f->next_seq;
-    if (!spec->id) {
-        spec->id_len = (size_t)snprintf(id, sizeof(id), "%s-%lu", f->instance, (unsigned long)seq);
-        spec->id = id;
-    }
-    /* Compressed here, once, so that no worker ever compresses for a subscriber. */
-    spec->compress = f->cfg->ws_compression && spec->payload_len >= f->cfg->ws_compress_min_size;
-    struct rc_event *ev = rc_event_new(spec, seq, s->nworkers);
-    if (!ev || queue_pending(fc, ev, NULL) < 0) {
-        free(ev);
-        reply_error(f, fc, "out of memory");
-        return;
-    }
-    ev->origin = fc;
-    rc_stat_add(f->stats.published, 1);
-    rc_stat_add(f->stats.pending, 1);
-    for (unsigned i = 0; i < s->nworkers; i++)
-        rc_ring_msg(&f->ring, rc_server_worker_ring(s, i), rc_ud(ev, RC_OP_EVENT, 0), 0,
-                    msg_failed_ud(ev, RC_OP_EVENT));
-}
-
-static void cmd_publish(struct rc_feed *f, struct feed_conn *fc, const struct rc_resp_arg *argv,
-                        size_t argc)
-{
-    struct rc_event_spec spec = {.channel = argv[1].ptr,
-                                 .channel_len = argv[1].len,
-                                 .payload = argv[2].ptr,
-                                 .payload_len = argv[2].len};
-    publish(f, fc, &spec);
-}
-
-/*
- * XPUBLISH channel payload [EVENT type] [ID id] [TEXT|BINARY]: options in any order, each at
- * most once. TEXT and BINARY choose the WebSocket opcode; without them a payload that is valid
- * UTF-8 goes as text. TEXT on a payload that is not UTF-8 is refused, since every client would
- * have to fail the connection on it (RFC 6455 section 8.1).
- */
-static void cmd_xpublish(struct rc_feed *f, struct feed_conn *fc, const struct rc_resp_arg *argv,
-                         size_t argc)
-{
-    struct rc_event_spec spec = {.channel = argv[1].ptr,
-                                 .channel_len = argv[1].len,
-                                 .payload = argv[2].ptr,
-                                 .payload_len = argv[2].len};
-    for (size_t i = 3; i < argc; i++) {
-        const struct rc_resp_arg *v = i + 1 < argc ? &argv[i + 1] : NULL;
-        if ((arg_is(&argv[i], "TEXT") || arg_is(&argv[i], "BINARY")) && !spec.ws_kind) {
-            spec.ws_kind = arg_is(&argv[i], "TEXT") ? RC_EVENT_WS_TEXT : RC_EVENT_WS_BINARY;
-        } else if (v && arg_is(&argv[i], "EVENT") && !spec.type && v->len >= 1 &&
-                   v->len <= MAX_TYPE_LEN && rc_sse_field_valid(v->ptr, v->len)) {
-            spec.type = v->ptr;
-            spec.type_len = v->len;
-            i++;
-        } else if (v && arg_is(&argv[i], "ID") && !spec.id && v->len >= 1 && v->len <= MAX_ID_LEN &&
-                   rc_sse_field_valid(v->ptr, v->len) && !memchr(v->ptr, ' ', v->len)) {
-            /* No space: the envelope's header line separates the id from the channel by one. */
-            spec.id = v->ptr;
-            spec.id_len = v->len;
-            i++;
-        } else {
-            reply_error(f, fc,
-                        "XPUBLISH options are EVENT <1-64 bytes> and ID <1-128 bytes>, without "
-                        "CR, LF or NUL (and no space in an ID), and TEXT or BINARY, each at most "
-                        "once");
-            return;
-        }
-    }
-    if (spec.ws_kind == RC_EVENT_WS_TEXT && !rc_utf8_valid(spec.payload, spec.payload_len)) {
-        reply_error(f, fc, "XPUBLISH TEXT needs a payload that is valid UTF-8");
-        return;
-    }
-    publish(f, fc, &spec);
-}
-
-/*
- * Parses a connection id argument and checks that its worker exists; replies with the error
- * and returns false otherwise. A well-formed id whose connection is gone is not an error here:
- * only its worker can tell, and it answers 0.
- */
-static bool conn_id_arg(struct rc_feed *f, struct feed_conn *fc, const struct rc_resp_arg *a,
-                        struct rc_conn_id *id)
-{
-    if (rc_conn_id_parse(a->ptr, a->len, id) < 0) {
-        reply_error(f, fc, "invalid connection id (expected <worker>.<index>.<generation>)");
-        return false;
-    }
-    if (id->worker >= f->server->nworkers) {
-        char msg[96];
-        snprintf(msg, sizeof(msg), "invalid connection id: there is no worker %u",
-                 (unsigned)id->worker);
-        reply_error(f, fc, msg);
-        return false;
-    }
-    return true;
-}
-
-/* Hands a SEND or CLOSE to the target connection's worker; the reply follows its answer. */
-static void direct(struct rc_feed *f, struct feed_conn *fc, const struct rc_direct *spec,
-                   const void *data)
-{
-    struct rc_direct *d = malloc(sizeof(*d) + spec->len);
-    if (!d || queue_pending(fc, NULL, d) < 0) {
-        free(d);
-        reply_error(f, fc, "out of memory");
-        return;
-    }
-    *d = *spec;
-    d->origin = fc;
-    d->result = 0;
-    memcpy(d->data, data, spec->len);
-    f->directs++;
-    rc_ring_msg(&f->ring, rc_server_worker_ring(f->server, d->target.worker),
-                rc_ud(d, RC_OP_DIRECT, 0), 0, msg_failed_ud(d, RC_OP_DIRECT));
-}
-
-/*
- * SEND conn-id payload [TEXT|BINARY]: one message to one connection. Without an option a payload
- * that is valid UTF-8 goes as text, as with XPUBLISH; TEXT on one that is not is refused.
- */
-static void cmd_send(struct rc_feed *f, struct feed_conn *fc, const struct rc_resp_arg *argv,
-                     size_t argc)
-{
-    struct rc_direct spec = {.kind = RC_DIRECT_SEND, .len = (uint32_t)argv[2].len};
-    bool utf8 = rc_utf8_valid(argv[2].ptr, argv[2].len);
-
-    if (!conn_id_arg(f, fc, &argv[1], &spec.target))
-        return;
-    spec.binary = !utf8;
-    if (argc == 4) {
-        if (arg_is(&argv[3], "BINARY")) {
-            spec.binary = true;
-        } else if (!arg_is(&argv[3], "TEXT")) {
-            reply_error(f, fc, "SEND options are TEXT or BINARY");
-            return;
-        } else if (!utf8) {
-            reply_error(f, fc, "SEND TEXT needs a payload that is valid UTF-8");
-            return;
-        }
-    }
-    direct(f, fc, &spec, argv[2].ptr);
-}
-
-/* CLOSE conn-id [code [reason]]: a Close frame with that status (1000 when none is given). */
-static void cmd_close(struct rc_feed *f, struct feed_conn *fc, const struct rc_resp_arg *argv,
-                      size_t argc)
-{
-    struct rc_direct spec = {.kind = RC_DIRECT_CLOSE, .code = 1000};
-    const char *reason = "";
-
-    if (!conn_id_arg(f, fc, &argv[1], &spec.target))
-        return;
-    if (argc >= 3) {
-        const struct rc_resp_arg *c = &argv[2];
-        unsigned code = 0;
-        bool digits = c->len >= 1 && c->len <= 4;
-        for (size_t i = 0; digits && i < c->len; i++) {
-            digits = c->ptr[i] >= '0' && c->ptr[i] <= '9';
-            code = code * 10 + (unsigned)(c->ptr[i] - '0');
-        }
-        if (!digits || !rc_direct_close_code_valid(code)) {
-            reply_error(f, fc,
-                        "close code must be 1000, 1001, 1003, 1007-1009, 1011-1014 or 3000-4999");
-            return;
-        }
-        spec.code = (uint16_t)code;
-    }
-    if (argc == 4) {
-        if (argv[3].len > RC_DIRECT_REASON_MAX || !rc_utf8_valid(argv[3].ptr, argv[3].len)) {
-            reply_error(f, fc, "close reason must be valid UTF-8 of at most 123 bytes");
-            return;
-        }
-        reason = argv[3].ptr;
-        spec.len = (uint32_t)argv[3].len;
-    }
-    direct(f, fc, &spec, reason);
-}
-
-/* The reply Redis sends for each channel of a SUBSCRIBE or UNSUBSCRIBE. */
-static void reply_pubsub(struct feed_conn *fc, const char *kind, const struct rc_resp_arg *channel)
-{
-    replyf(fc, "*3\r\n$%zu\r\n%s\r\n", strlen(kind), kind);
-    if (channel)
-        reply_bulk(fc, channel->ptr, channel->len);
-    else
-        reply(fc, "$-1\r\n", 5);
-    replyf(fc, ":%u\r\n", (unsigned)fc->nsubs);
-}
-
-/*
- * SUBSCRIBE channel [channel ...]: the connection becomes a listener and gets every client
- * message sent upstream on those channels. Either every name is valid and each gets its reply,
- * or nothing changes and the command gets one error.
- */
-static void cmd_subscribe(struct rc_feed *f, struct feed_conn *fc, const struct rc_resp_arg *argv,
-                          size_t argc)
-{
-    for (size_t i = 1; i < argc; i++) {
-        if (!rc_http_channel_valid(argv[i].ptr, argv[i].len)) {
-            reply_error(f, fc, "invalid channel name (1-128 bytes of A-Za-z0-9_.:@-)");
-            return;
-        }
-    }
-    for (size_t i = 1; i < argc; i++) {
-        if (sub_add(f, fc, argv[i].ptr, argv[i].len) < 0) {
-            reply_error(f, fc, "out of memory");
-            return;
-        }
-        reply_pubsub(fc, "subscribe", &argv[i]);
-    }
-}
-
-/*
- * UNSUBSCRIBE [channel ...]: as Redis, each named channel gets a reply whether or not it was
- * subscribed, and without names every subscription ends (one reply with a null channel when
- * there was none). A connection that no longer listens is a publisher again, idle clock and all.
- */
-static void cmd_unsubscribe(struct rc_feed *f, struct feed_conn *fc, const struct rc_resp_arg *argv,
-                            size_t argc)
-{
-    bool was_listening = fc->nsubs > 0;
-
-    if (argc == 1 && fc->nsubs == 0)
-        reply_pubsub(fc, "unsubscribe", NULL);
-    while (argc == 1 && fc->nsubs) {
-        struct sub *s = rc_container_of(fc->subs.next, struct sub, clink);
-        struct rc_feed_topic *t = s->topic;
-        /* The name is copied out: removing the last listener frees the topic that holds it. */
-        char name[MAX_CHANNEL];
-        struct rc_resp_arg a = {name, t->name_len};
-        memcpy(name, t->name, t->name_len);
-        sub_remove(f, s);
-        reply_pubsub(fc, "unsubscribe", &a);
-    }
-    for (size_t i = 1; i < argc; i++) {
-        struct rc_feed_topic *t =
-            topic_find(f, argv[i].ptr, argv[i].len, rc_channel_hash(argv[i].ptr, argv[i].len));
-        struct sub *s = t ? sub_find(t, fc) : NULL;
-        if (s)
-            sub_remove(f, s);
-        reply_pubsub(fc, "unsubscribe", &argv[i]);
-    }
-    if (was_listening && fc->nsubs == 0 && !(fc->flags & (FC_CLOSE_AFTER | FC_GONE))) {
-        fc->last_ms = now_ms();
-        rc_link_insert_tail(&f->idle, &fc->ilink);
-    }
-}
-
-/* PING [message]; in subscribed mode the reply is an array, as Redis sends it. */
-static void cmd_ping(struct rc_feed *f, struct feed_conn *fc, const struct rc_resp_arg *argv,
-                     size_t argc)
-{
-    if (fc->nsubs) {
-        reply(fc, "*2\r\n$4\r\npong\r\n", 14);
-        reply_bulk(fc, argc == 2 ? argv[1].ptr : "", argc == 2 ? argv[1].len : 0);
-    } else if (argc == 1) {
-        reply(fc, "+PONG\r\n", 7);
-    } else {
-        reply_bulk(fc, argv[1].ptr, argv[1].len);
-    }
-}
-
-static void cmd_info(struct rc_feed *f, struct feed_conn *fc, const struct rc_resp_arg *argv,
-                     size_t argc)
-{
-    /* Static: the feed is one thread, and a thousand workers' lines do not fit a stack frame. */
-    static char text[64 * 1024];
-    size_t n = rc_server_info(f->server, text, sizeof(text));
-    reply_bulk(fc, text, n);
-}
-
-static void cmd_quit(struct rc_feed *f, struct feed_conn *fc, const struct rc_resp_arg *argv,
-                     size_t argc)
-{
-    reply(fc, "+OK\r\n", 5);
-    fc->flags |= FC_CLOSE_AFTER;
-}
-
-static void cmd_command(struct rc_feed *f, struct feed_conn *fc, const struct rc_resp_arg *argv,
-                        size_t argc)
-{
-    /* redis-cli asks for command docs when it starts interactively; it needs none. */
-    reply(fc, "*0\r\n", 4);
-}
-
-struct command {
-    const char *name; /* lower case, as error messages quote it; matched in any case */
-    void (*run)(struct rc_feed *f, struct feed_conn *fc, const struct rc_resp_arg *argv,
-                size_t argc);
-    size_t min_argc, max_argc; /* counting the command name */
-    bool pubsub;               /* allowed in subscribed mode */
-};
-
-static const struct command commands[] = {
-    {"publish", cmd_publish, 3, 3, false},
-    {"xpublish", cmd_xpublish, 3, MAX_ARGS, false},
-    {"send", cmd_send, 3, 4, false},
-    {"close", cmd_close, 2, 4, false},
-    {"subscribe", cmd_subscribe, 2, MAX_ARGS, true},
-    {"unsubscribe", cmd_unsubscribe, 1, MAX_ARGS, true},
-    {"ping", cmd_ping, 1, 2, true},
-    {"info", cmd_info, 1, MAX_ARGS, false},
-    {"quit", cmd_quit, 1, MAX_ARGS, true},
-    {"command", cmd_command, 1, MAX_ARGS, false},
-};
-
-/* Writes a command name into an error message, with anything unprintable replaced. */
-static void unknown_command(struct rc_feed *f, struct feed_conn *fc, const struct rc_resp_arg *a)
-{
-    char name[65], msg[128];
-    size_t n = a->len < 64 ? a->len : 64;
-    for (size_t i = 0; i < n; i++)
-        name[i] = (a->ptr[i] > 32 && a->ptr[i] < 127 && a->ptr[i] != '\'') ? a->ptr[i] : '?';
-    name[n] = '\0';
-    snprintf(msg, sizeof(msg), "unknown command '%s'", name);
-    reply_error(f, fc, msg);
-}
-
-/* Runs one command after the checks Redis makes, in its order: name, arity, pub/sub context. */
-static void execute(struct rc_feed *f, struct feed_conn *fc, const struct rc_resp_arg *argv,
-                    size_t argc)
-{
-    const struct command *c = NULL;
-    char msg[128];
-
-    rc_stat_add(f->stats.commands, 1);
-    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]) && !c; i++)
-        if (arg_is(&argv[0], commands[i].name))
-            c = &commands[i];
-    if (!c) {
-        unknown_command(f, fc, &argv[0]);
-    } else if (argc < c->min_argc || argc > c->max_argc) {
-        snprintf(msg, sizeof(msg), "wrong number of arguments for '%s' command", c->name);
-        reply_error(f, fc, msg);
-    } else if (fc->nsubs && !c->pubsub) {
-        snprintf(msg, sizeof(msg),
-                 "Can't execute '%s': only (UN)SUBSCRIBE / PING / QUIT are allowed in this "
-                 "context",
-                 c->name);
-        reply_error(f, fc, msg);
-    } else {
-        c->run(f, fc, argv, argc);
-    }
-}
+/* Reading commands.                                                                        */
 
 /*
  * Executes every complete command in `in`. Stops early when too much work is pending at the
@@ -907,19 +353,19 @@ static void process(struct rc_feed *f, struct feed_conn *fc)
             break;
         if (n == -1) {
             rc_stat_add(f->stats.protocol_errors, 1);
-            replyf(fc, "-ERR Protocol error: %s\r\n", err);
+            rc_feed_replyf(fc, "-ERR Protocol error: %s\r\n", err);
             fc->flags |= FC_CLOSE_AFTER;
             break;
         }
         consumed += (size_t)n;
         if (argc > 0) {
-            execute(f, fc, argv, argc);
+            rc_feedcmd_execute(f, fc, argv, argc);
             executed = true;
         }
     }
     if (executed && linked(&fc->ilink)) {
         /* The idle list stays ordered by last command: the active move to its tail. */
-        fc->last_ms = now_ms();
+        fc->last_ms = rc_feed_now_ms();
         rc_link_remove(&fc->ilink);
         rc_link_insert_tail(&f->idle, &fc->ilink);
     }
@@ -1003,12 +449,12 @@ static void on_accept(struct rc_feed *f, const struct rc_cqe *cqe)
     rc_link_init(&fc->plink);
     rc_link_init(&fc->subs);
     rc_link_insert_tail(&f->conns, &fc->link);
-    fc->last_ms = now_ms();
+    fc->last_ms = rc_feed_now_ms();
     rc_link_insert_tail(&f->idle, &fc->ilink);
     rc_stat_add(f->stats.connections, 1);
     if (rc_stat_get(f->stats.connections) > f->cfg->max_feed_connections) {
         rc_stat_add(f->stats.rejected, 1);
-        reply(fc, "-ERR max feed connections reached\r\n", 35);
+        rc_feed_reply(fc, "-ERR max feed connections reached\r\n", 35);
         fc->flags |= FC_CLOSE_AFTER;
         flush(f, fc);
         return;
@@ -1073,8 +519,7 @@ static void on_upstream(struct rc_feed *f, struct rc_upstream *up)
     rc_assert(up->worker < f->server->nworkers && up->channel_len >= 1 &&
               up->channel_len <= MAX_CHANNEL && up->id_len < RC_CONN_ID_MAX);
     const char *payload = up->data + up->channel_len;
-    struct rc_feed_topic *t =
-        topic_find(f, up->data, up->channel_len, rc_channel_hash(up->data, up->channel_len));
+    struct rc_topic *t = rc_topics_find(&f->topics, up->data, up->channel_len);
     uint64_t limit = f->cfg->max_subscriber_buffer;
     uint32_t listeners = 0;
 
@@ -1093,7 +538,7 @@ static void on_upstream(struct rc_feed *f, struct rc_upstream *up)
         size_t len = n + up->payload_len + 2;
         struct feed_conn *cut = NULL;
         for (struct rc_link *l = t->subs.next; l != &t->subs; l = l->next) {
-            struct feed_conn *fc = rc_container_of(l, struct sub, tlink)->fc;
+            struct feed_conn *fc = rc_container_of(l, struct rc_topic_sub, tlink)->owner;
             if (fc->flags & (FC_GONE | FC_CLOSE_AFTER))
                 continue;
             if (limit && unsent(fc) + len > limit) {
@@ -1102,9 +547,9 @@ static void on_upstream(struct rc_feed *f, struct rc_upstream *up)
                 cut = fc;
                 continue;
             }
-            reply(fc, head, n);
-            reply(fc, payload, up->payload_len);
-            reply(fc, "\r\n", 2);
+            rc_feed_reply(fc, head, n);
+            rc_feed_reply(fc, payload, up->payload_len);
+            rc_feed_reply(fc, "\r\n", 2);
             flush(f, fc);
             listeners++;
         }
@@ -1122,7 +567,8 @@ static void on_upstream(struct rc_feed *f, struct rc_upstream *up)
     if (listeners == 0)
         rc_stat_add(f->stats.upstream_unheard, 1);
     rc_ring_msg(&f->ring, rc_server_worker_ring(f->server, up->worker),
-                rc_ud(up, RC_OP_UPSTREAM_DONE, 0), 0, msg_failed_ud(up, RC_OP_UPSTREAM_DONE));
+                rc_ud(up, RC_OP_UPSTREAM_DONE, 0), 0,
+                rc_feed_msg_failed_ud(up, RC_OP_UPSTREAM_DONE));
 }
 
 /*
@@ -1173,7 +619,7 @@ static void sweep_idle(struct rc_feed *f)
 
     if (!timeout || rc_link_empty(&f->idle))
         return;
-    now = now_ms();
+    now = rc_feed_now_ms();
     /* The list is ordered by last command, so only the expired ones and one more are looked at. */
     while (!rc_link_empty(&f->idle)) {
         struct feed_conn *fc = rc_container_of(f->idle.next, struct feed_conn, ilink);
@@ -1201,7 +647,7 @@ static int next_timeout(const struct rc_feed *f)
     if (!timeout || rc_link_empty(&f->idle))
         return 1000;
     const struct feed_conn *fc = rc_container_of(f->idle.next, struct feed_conn, ilink);
-    uint64_t now = now_ms(), due = fc->last_ms + timeout;
+    uint64_t now = rc_feed_now_ms(), due = fc->last_ms + timeout;
     if (due <= now)
         return 1;
     return due - now < 1000 ? (int)(due - now) : 1000;
@@ -1270,9 +716,7 @@ static void feed_cleanup(struct rc_feed *f)
         close(fc->fd);
         conn_free(f, fc);
     }
-    rc_assert(f->ntopics == 0);
-    free(f->topics);
-    f->topics = NULL;
+    rc_topics_free(&f->topics);
     close(f->listen_fd);
     unlink(f->cfg->socket);
 }

@@ -27,9 +27,9 @@
 #include "ringcast/config.h"
 #include "ringcast/ring.h"
 #include "ringcast/stats.h"
+#include "ringcast/topics.h"
 
 struct rc_server;
-struct rc_feed_topic;
 
 struct rc_feed {
     pthread_t thread;
@@ -37,16 +37,14 @@ struct rc_feed {
     const struct rc_config *cfg; /* not owned */
     int listen_fd;               /* owned; bound by rc_feed_listen() */
     int init_error;
-    struct rc_ring ring;   /* owned by the thread; exited by the server after join */
-    uint64_t next_seq;     /* sequence number of the next event */
-    char instance[24];     /* engine ids are "<instance>-<seq>" */
-    struct rc_link conns;  /* every feed connection */
-    struct rc_link paused; /* connections waiting for pending events and directs to drain */
-    struct rc_link idle;   /* publishers that are not closing, least recently active first */
-    struct rc_feed_topic **topics; /* channels that connections listen on: hash buckets, owned */
-    uint32_t topics_mask;          /* buckets - 1 */
-    uint32_t ntopics;
-    uint32_t directs; /* SEND and CLOSE commands at their workers */
+    struct rc_ring ring;     /* owned by the thread; exited by the server after join */
+    uint64_t next_seq;       /* sequence number of the next event */
+    char instance[24];       /* engine ids are "<instance>-<seq>" */
+    struct rc_link conns;    /* every feed connection */
+    struct rc_link paused;   /* connections waiting for pending events and directs to drain */
+    struct rc_link idle;     /* publishers that are not closing, least recently active first */
+    struct rc_topics topics; /* channels that connections listen on; owned */
+    uint32_t directs;        /* SEND and CLOSE commands at their workers */
     bool stopping;
     bool accept_retry; /* the multishot accept ended on an error; re-arm within a second */
     struct rc_feed_stats stats;

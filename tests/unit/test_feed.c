@@ -350,7 +350,7 @@ TEST(subscribe_replies_like_redis)
     client_send(c, "PING\r\nPUBLISH a x\r\nSUBSCRIBE\r\n");
     EXPECT(&fx, c, "+PONG\r\n:0\r\n");
     EXPECT(&fx, c, "-ERR wrong number of arguments for 'subscribe' command\r\n");
-    CHECK_EQ(fx.s->feed.ntopics, 0);
+    CHECK_EQ(fx.s->feed.topics.n, 0);
     client_close(c);
     CHECK_EQ(fx.failures, 0);
     stop(&fx);
