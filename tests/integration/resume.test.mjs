@@ -1,5 +1,5 @@
-// Resume, gaps and multi-channel streams, as /work/notes/spec.md ("Shared spec", issues 4 and 5)
-// specifies them:
+// Resume, gaps and multi-channel streams, as the README ("Resuming after a reconnect", "Raw and
+// envelope mode") specifies them:
 //  - ids are `<instance hex>-<seq>`; Last-Event-ID (or ?lastEventId=, the header winning) gets every
 //    event after that id on all the connection's channels, in publish order, exactly once, then
 //    live; without an id a connection starts live;
