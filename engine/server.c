@@ -10,6 +10,7 @@
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -181,9 +182,85 @@ static unsigned file_limit(void)
     return rl.rlim_cur > 1u << 30 ? 1u << 30 : (unsigned)rl.rlim_cur;
 }
 
+/* An INFO line per counter: its name, and where it sits in the stats struct. */
+struct info_field {
+    const char *name;
+    size_t offset;
+};
+
+#define WORKER_FIELD(f)                                                                            \
+    {                                                                                              \
+#f, offsetof(struct rc_worker_stats, f)                                                    \
+    }
+#define FEED_FIELD(name, f)                                                                        \
+    {                                                                                              \
+        name, offsetof(struct rc_feed_stats, f)                                                    \
+    }
+
+/* Counters of every worker, printed summed over the workers. */
+static const struct info_field worker_stats_fields[] = {
+    WORKER_FIELD(accepted),
+    WORKER_FIELD(rejected_capacity),
+    WORKER_FIELD(rejected_global),
+    WORKER_FIELD(rejected_address),
+    WORKER_FIELD(http_errors),
+    WORKER_FIELD(header_timeouts),
+    WORKER_FIELD(deliveries),
+    WORKER_FIELD(slow_disconnects),
+    WORKER_FIELD(heartbeats),
+    WORKER_FIELD(alloc_failures),
+    WORKER_FIELD(ws_upgrades),
+    WORKER_FIELD(ws_messages_in),
+    WORKER_FIELD(ws_errors),
+    WORKER_FIELD(ws_pings),
+    WORKER_FIELD(ws_pong_timeouts),
+    WORKER_FIELD(ws_commands),
+    WORKER_FIELD(ws_command_errors),
+    WORKER_FIELD(ws_upstream),
+    WORKER_FIELD(ws_upstream_unheard),
+    WORKER_FIELD(ws_upstream_busy),
+    WORKER_FIELD(ws_direct),
+    WORKER_FIELD(ws_queue_overflows),
+    WORKER_FIELD(channel_limit),
+    WORKER_FIELD(resumes),
+    WORKER_FIELD(resume_gaps),
+};
+
+static const struct info_field feed_stats_fields[] = {
+    FEED_FIELD("published", published),
+    FEED_FIELD("feed_connections", connections),
+    FEED_FIELD("feed_commands", commands),
+    FEED_FIELD("feed_pending", pending),
+    FEED_FIELD("feed_protocol_errors", protocol_errors),
+    FEED_FIELD("feed_command_errors", command_errors),
+    FEED_FIELD("feed_rejected", rejected),
+    FEED_FIELD("feed_msg_failures", msg_failures),
+    FEED_FIELD("feed_listeners", listeners),
+    FEED_FIELD("feed_upstream_messages", upstream_messages),
+    FEED_FIELD("feed_upstream_unheard", upstream_unheard),
+    FEED_FIELD("feed_listener_overflows", listener_overflows),
+    FEED_FIELD("feed_direct_sent", direct_sent),
+    FEED_FIELD("feed_direct_missed", direct_missed),
+    FEED_FIELD("feed_idle_timeouts", idle_timeouts),
+};
+
+/* A counter's current value, read the way its writer publishes it. */
+static unsigned long stat_at(const void *stats, size_t offset)
+{
+    return (unsigned long)rc_stat_get(*(const uint64_t *)((const char *)stats + offset));
+}
+
+/* A worker counter summed over all workers. */
+static unsigned long worker_sum(const struct rc_server *s, size_t offset)
+{
+    unsigned long sum = 0;
+    for (unsigned i = 0; i < s->nworkers; i++)
+        sum += stat_at(&s->workers[i].stats, offset);
+    return sum;
+}
+
 size_t rc_server_info(const struct rc_server *s, char *buf, size_t cap)
 {
-    struct rc_worker_stats sum = {0};
     size_t n = 0;
 
 #define OUT(...)                                                                                   \
@@ -192,92 +269,29 @@ size_t rc_server_info(const struct rc_server *s, char *buf, size_t cap)
             n += (size_t)snprintf(buf + n, cap - n, __VA_ARGS__);                                  \
     } while (0)
 
-    for (unsigned i = 0; i < s->nworkers; i++) {
-        const struct rc_worker_stats *ws = &s->workers[i].stats;
-        sum.connections += rc_stat_get(ws->connections);
-        sum.subscribers += rc_stat_get(ws->subscribers);
-        sum.channels += rc_stat_get(ws->channels);
-        sum.accepted += rc_stat_get(ws->accepted);
-        sum.rejected_capacity += rc_stat_get(ws->rejected_capacity);
-        sum.rejected_global += rc_stat_get(ws->rejected_global);
-        sum.rejected_address += rc_stat_get(ws->rejected_address);
-        sum.http_errors += rc_stat_get(ws->http_errors);
-        sum.header_timeouts += rc_stat_get(ws->header_timeouts);
-        sum.deliveries += rc_stat_get(ws->deliveries);
-        sum.slow_disconnects += rc_stat_get(ws->slow_disconnects);
-        sum.heartbeats += rc_stat_get(ws->heartbeats);
-        sum.alloc_failures += rc_stat_get(ws->alloc_failures);
-        sum.ws_upgrades += rc_stat_get(ws->ws_upgrades);
-        sum.ws_messages_in += rc_stat_get(ws->ws_messages_in);
-        sum.ws_errors += rc_stat_get(ws->ws_errors);
-        sum.ws_pings += rc_stat_get(ws->ws_pings);
-        sum.ws_pong_timeouts += rc_stat_get(ws->ws_pong_timeouts);
-        sum.ws_commands += rc_stat_get(ws->ws_commands);
-        sum.ws_command_errors += rc_stat_get(ws->ws_command_errors);
-        sum.ws_upstream += rc_stat_get(ws->ws_upstream);
-        sum.ws_upstream_unheard += rc_stat_get(ws->ws_upstream_unheard);
-        sum.ws_upstream_busy += rc_stat_get(ws->ws_upstream_busy);
-        sum.ws_direct += rc_stat_get(ws->ws_direct);
-        sum.ws_queue_overflows += rc_stat_get(ws->ws_queue_overflows);
-        sum.channel_limit += rc_stat_get(ws->channel_limit);
-        sum.resumes += rc_stat_get(ws->resumes);
-        sum.resume_gaps += rc_stat_get(ws->resume_gaps);
-    }
-    const struct rc_feed_stats *fs = &s->feed.stats;
     OUT("# Server\r\nversion:%s\r\nuptime_seconds:%ld\r\nworkers:%u\r\n"
         "capacity_per_worker:%u\r\ninstance:%s\r\nconfig_reloads:%lu\r\n"
         "config_reload_errors:%lu\r\n",
         RC_VERSION, (long)(time(NULL) - s->started), s->nworkers, s->workers[0].capacity,
         s->feed.instance, (unsigned long)rc_stat_get(s->config_reloads),
         (unsigned long)rc_stat_get(s->config_reload_errors));
-    OUT("# Clients\r\nconnections:%lu\r\n", (unsigned long)sum.connections);
+    OUT("# Clients\r\nconnections:%lu\r\n",
+        worker_sum(s, offsetof(struct rc_worker_stats, connections)));
     for (unsigned i = 0; i < s->nworkers; i++)
         OUT("worker_%u_connections:%lu\r\n", i,
-            (unsigned long)rc_stat_get(s->workers[i].stats.connections));
-    OUT("subscribers:%lu\r\nchannels:%lu\r\n", (unsigned long)sum.subscribers,
-        (unsigned long)sum.channels);
-    OUT("client_addresses:%lu\r\n",
+            stat_at(&s->workers[i].stats, offsetof(struct rc_worker_stats, connections)));
+    OUT("subscribers:%lu\r\nchannels:%lu\r\nclient_addresses:%lu\r\n",
+        worker_sum(s, offsetof(struct rc_worker_stats, subscribers)),
+        worker_sum(s, offsetof(struct rc_worker_stats, channels)),
         (unsigned long)(s->per_address ? rc_addrlimit_addresses(&s->addrs) : 0));
-    OUT("# Stats\r\naccepted:%lu\r\nrejected_capacity:%lu\r\nrejected_global:%lu\r\n"
-        "rejected_address:%lu\r\nhttp_errors:%lu\r\n"
-        "header_timeouts:%lu\r\ndeliveries:%lu\r\nslow_disconnects:%lu\r\nheartbeats:%lu\r\n"
-        "alloc_failures:%lu\r\n",
-        (unsigned long)sum.accepted, (unsigned long)sum.rejected_capacity,
-        (unsigned long)sum.rejected_global, (unsigned long)sum.rejected_address,
-        (unsigned long)sum.http_errors, (unsigned long)sum.header_timeouts,
-        (unsigned long)sum.deliveries, (unsigned long)sum.slow_disconnects,
-        (unsigned long)sum.heartbeats, (unsigned long)sum.alloc_failures);
-    OUT("ws_upgrades:%lu\r\nws_messages_in:%lu\r\nws_errors:%lu\r\nws_pings:%lu\r\n"
-        "ws_pong_timeouts:%lu\r\n",
-        (unsigned long)sum.ws_upgrades, (unsigned long)sum.ws_messages_in,
-        (unsigned long)sum.ws_errors, (unsigned long)sum.ws_pings,
-        (unsigned long)sum.ws_pong_timeouts);
-    OUT("ws_commands:%lu\r\nws_command_errors:%lu\r\nws_upstream:%lu\r\n"
-        "ws_upstream_unheard:%lu\r\nws_upstream_busy:%lu\r\nws_direct:%lu\r\n"
-        "ws_queue_overflows:%lu\r\n"
-        "channel_limit:%lu\r\nresumes:%lu\r\nresume_gaps:%lu\r\n",
-        (unsigned long)sum.ws_commands, (unsigned long)sum.ws_command_errors,
-        (unsigned long)sum.ws_upstream, (unsigned long)sum.ws_upstream_unheard,
-        (unsigned long)sum.ws_upstream_busy, (unsigned long)sum.ws_direct,
-        (unsigned long)sum.ws_queue_overflows, (unsigned long)sum.channel_limit,
-        (unsigned long)sum.resumes, (unsigned long)sum.resume_gaps);
-    OUT("# Feed\r\npublished:%lu\r\nfeed_connections:%lu\r\nfeed_commands:%lu\r\n"
-        "feed_pending:%lu\r\nfeed_protocol_errors:%lu\r\nfeed_command_errors:%lu\r\n"
-        "feed_rejected:%lu\r\nfeed_msg_failures:%lu\r\n",
-        (unsigned long)rc_stat_get(fs->published), (unsigned long)rc_stat_get(fs->connections),
-        (unsigned long)rc_stat_get(fs->commands), (unsigned long)rc_stat_get(fs->pending),
-        (unsigned long)rc_stat_get(fs->protocol_errors),
-        (unsigned long)rc_stat_get(fs->command_errors), (unsigned long)rc_stat_get(fs->rejected),
-        (unsigned long)rc_stat_get(fs->msg_failures));
-    OUT("feed_listeners:%lu\r\nfeed_upstream_messages:%lu\r\nfeed_upstream_unheard:%lu\r\n"
-        "feed_listener_overflows:%lu\r\nfeed_direct_sent:%lu\r\nfeed_direct_missed:%lu\r\n"
-        "feed_idle_timeouts:%lu\r\n",
-        (unsigned long)rc_stat_get(fs->listeners),
-        (unsigned long)rc_stat_get(fs->upstream_messages),
-        (unsigned long)rc_stat_get(fs->upstream_unheard),
-        (unsigned long)rc_stat_get(fs->listener_overflows),
-        (unsigned long)rc_stat_get(fs->direct_sent), (unsigned long)rc_stat_get(fs->direct_missed),
-        (unsigned long)rc_stat_get(fs->idle_timeouts));
+    OUT("# Stats\r\n");
+    for (size_t i = 0; i < sizeof(worker_stats_fields) / sizeof(worker_stats_fields[0]); i++)
+        OUT("%s:%lu\r\n", worker_stats_fields[i].name,
+            worker_sum(s, worker_stats_fields[i].offset));
+    OUT("# Feed\r\n");
+    for (size_t i = 0; i < sizeof(feed_stats_fields) / sizeof(feed_stats_fields[0]); i++)
+        OUT("%s:%lu\r\n", feed_stats_fields[i].name,
+            stat_at(&s->feed.stats, feed_stats_fields[i].offset));
 #undef OUT
     return n < cap ? n : cap - 1;
 }

@@ -174,8 +174,9 @@ static void remove_sub(struct rc_worker *w, struct rc_conn *c, uint32_t i)
     m->n--;
 }
 
-int rc_stream_open(struct rc_worker *w, struct rc_conn *c, const struct rc_stream_request *sr,
-                   uint64_t position, bool resume)
+/* Subscribes c to its channels at the resolved position. Returns 0 or -ENOMEM. */
+static int subscribe(struct rc_worker *w, struct rc_conn *c, const struct rc_stream_request *sr,
+                     uint64_t position, bool resume)
 {
     rc_assert(sr->n > 0);
     /* The common case, one channel from now or from an event this worker has, needs nothing
@@ -205,6 +206,20 @@ int rc_stream_open(struct rc_worker *w, struct rc_conn *c, const struct rc_strea
             return -ENOMEM;
         }
     }
+    return 0;
+}
+
+int rc_stream_open(struct rc_worker *w, struct rc_conn *c, const struct rc_stream_request *sr,
+                   uint64_t position, bool resume, enum rc_gap gap)
+{
+    if (subscribe(w, c, sr, position, resume) < 0)
+        return -ENOMEM;
+    if (resume)
+        rc_stat_add(w->stats.resumes, 1);
+    if (gap)
+        rc_stat_add(w->stats.resume_gaps, 1);
+    c->state = CONN_STREAMING;
+    c->sent = 0;
     return 0;
 }
 

@@ -163,17 +163,11 @@ static void sse_open(struct rc_worker *w, struct rc_conn *c, const struct rc_str
     bool resume;
     enum rc_gap gap = rc_stream_resolve(w, sr, &position, &resume);
     rc_link_remove(&c->link);
-    if (rc_stream_open(w, c, sr, position, resume) < 0) {
+    if (rc_stream_open(w, c, sr, position, resume, gap) < 0) {
         rc_link_insert_tail(&w->pending, &c->link);
         rc_conn_respond(w, c, RC_RESP_503);
         return;
     }
-    if (resume)
-        rc_stat_add(w->stats.resumes, 1);
-    if (gap)
-        rc_stat_add(w->stats.resume_gaps, 1);
-    c->state = CONN_STREAMING;
-    c->sent = 0;
     rc_conn_send_static(w, c,
                         gap ? RC_RESP_SSE_HEAD_TOO_OLD + gap - RC_GAP_TOO_OLD : RC_RESP_SSE_HEAD);
     /* An SSE client has nothing more to say; without a watch the receive can go. */

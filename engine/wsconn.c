@@ -726,7 +726,7 @@ void rc_wsconn_upgrade(struct rc_worker *w, struct rc_conn *c, const struct rc_h
     }
     struct rc_bytes *out = malloc(sizeof(*out) + (size_t)n);
     rc_link_remove(&c->link);
-    if (!out || rc_stream_open(w, c, sr, position, resume) < 0) {
+    if (!out || rc_stream_open(w, c, sr, position, resume, gap) < 0) {
         free(out);
         rc_stat_add(w->stats.alloc_failures, 1);
         rc_link_insert_tail(&w->pending, &c->link);
@@ -736,12 +736,6 @@ void rc_wsconn_upgrade(struct rc_worker *w, struct rc_conn *c, const struct rc_h
     out->next = NULL;
     out->len = (uint32_t)n;
     memcpy(out->data, head, (size_t)n);
-    if (resume)
-        rc_stat_add(w->stats.resumes, 1);
-    if (gap)
-        rc_stat_add(w->stats.resume_gaps, 1);
-    c->state = CONN_STREAMING;
-    c->sent = 0;
     /* The side state shares its bytes with the request deadline, which is over. */
     c->ws = NULL;
     c->flags |= flags;

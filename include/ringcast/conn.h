@@ -253,9 +253,13 @@ const char *rc_stream_gap_name(enum rc_gap gap);
 enum rc_gap rc_stream_resolve(struct rc_worker *w, const struct rc_stream_request *sr,
                               uint64_t *position, bool *resume);
 
-/* Subscribes c to its channels at the resolved position. Returns 0 or -ENOMEM. */
+/*
+ * Starts c's stream: subscribes it to its channels at the position rc_stream_resolve() found,
+ * makes it CONN_STREAMING and counts the resume and its gap. c must be on no list. Returns 0 or
+ * -ENOMEM (then nothing changed).
+ */
 int rc_stream_open(struct rc_worker *w, struct rc_conn *c, const struct rc_stream_request *sr,
-                   uint64_t position, bool resume);
+                   uint64_t position, bool resume, enum rc_gap gap);
 
 /* Leaves every channel (on close, or when a WebSocket begins its close handshake). */
 void rc_stream_leave(struct rc_worker *w, struct rc_conn *c);
