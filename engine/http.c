@@ -400,3 +400,8 @@ int rc_http_percent_decode(const char *s, size_t len, char *out)
     }
     return (int)n;
 }
+
+bool rc_http_is_get(const struct rc_http_request *req)
+{
+    return req->method_len == 3 && memcmp(req->method, "GET", 3) == 0;
+}

@@ -195,8 +195,7 @@ static void handle_request(struct rc_worker *w, struct rc_conn *c,
         rc_conn_respond(w, c, RC_RESP_400);
         return;
     }
-    if (route.kind != RC_ROUTE_WS &&
-        !(req->method_len == 3 && memcmp(req->method, "GET", 3) == 0)) {
+    if (route.kind != RC_ROUTE_WS && !rc_http_is_get(req)) {
         rc_conn_respond(w, c, RC_RESP_405);
         return;
     }

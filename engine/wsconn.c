@@ -649,11 +649,6 @@ static int negotiate_deflate(const struct rc_http_request *req, struct rc_deflat
     return r;
 }
 
-static bool method_is_get(const struct rc_http_request *req)
-{
-    return req->method_len == 3 && memcmp(req->method, "GET", 3) == 0;
-}
-
 /*
  * Answers a WebSocket opening handshake (RFC 6455 section 4.2.2): 101 and the stream, 426 for
  * a version other than 13, 400 for anything else that is not a valid upgrade. A resuming
@@ -674,7 +669,7 @@ void rc_wsconn_upgrade(struct rc_worker *w, struct rc_conn *c, const struct rc_h
     int ext_len = 0;
 
     /* An upgrade needs HTTP/1.1 and a GET (section 4.1); anything else is a bad request. */
-    if (!method_is_get(req) || req->minor_version != 1 || !upgrade || !connection ||
+    if (!rc_http_is_get(req) || req->minor_version != 1 || !upgrade || !connection ||
         !rc_http_has_token(upgrade->value, upgrade->value_len, "websocket") ||
         !rc_http_has_token(connection->value, connection->value_len, "upgrade")) {
         rc_conn_respond(w, c, RC_RESP_400);

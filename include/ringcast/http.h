@@ -49,6 +49,9 @@ struct rc_http_request {
 int rc_http_parse_request(const char *buf, size_t len, const struct rc_http_limits *lim,
                           struct rc_http_request *req);
 
+/* Whether the request's method is GET (methods are case-sensitive, RFC 9110 section 9.1). */
+bool rc_http_is_get(const struct rc_http_request *req);
+
 /* Returns the first header whose name equals `name` (ASCII case-insensitive), or NULL. */
 const struct rc_http_header *rc_http_find_header(const struct rc_http_request *req,
                                                  const char *name);

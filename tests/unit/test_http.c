@@ -535,6 +535,17 @@ TEST(routes_websocket)
     CHECK_EQ(r.kind, RC_ROUTE_BAD_CHANNEL);
 }
 
+TEST(only_an_exact_GET_is_a_get)
+{
+    struct rc_http_request r = {.method = "GET", .method_len = 3};
+    CHECK(rc_http_is_get(&r));
+    r.method = "get";
+    CHECK(!rc_http_is_get(&r));
+    r.method = "GETX";
+    r.method_len = 4;
+    CHECK(!rc_http_is_get(&r));
+}
+
 TEST(query_parameters_are_walked_in_order)
 {
     const char *q = "channel=a&&channel=b%3Ac&flag&lastEventId=x-1&=v";
