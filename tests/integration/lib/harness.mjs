@@ -51,7 +51,8 @@ process.on('exit', () => {
   }
 });
 
-function track(proc) {
+/** Registers a spawned process to be SIGKILLed if the test process exits with it alive. */
+export function track(proc) {
   live.add(proc);
   proc.once('exit', () => live.delete(proc));
   return proc;

@@ -14,20 +14,10 @@ import {
   rawRequest,
   renderIni,
   sleep,
+  track,
   waitExit,
   info,
 } from './harness.mjs';
-
-const live = new Set();
-process.on('exit', () => {
-  for (const p of live) {
-    try {
-      p.kill('SIGKILL');
-    } catch {
-      // already gone
-    }
-  }
-});
 
 /**
  * Like harness.startServer(overrides), but runs ringcast under `prlimit --nofile=N:N`, so
@@ -46,8 +36,7 @@ export async function startServerNofile(nofile, overrides = {}) {
   const proc = spawn('prlimit', [`--nofile=${nofile}:${nofile}`, '--', BIN, '-c', configPath], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
-  live.add(proc);
-  proc.once('exit', () => live.delete(proc));
+  track(proc);
   let stderr = '';
   proc.stderr.setEncoding('utf8');
   proc.stderr.on('data', (d) => (stderr += d));

@@ -1,25 +1,13 @@
 // Helpers for talking back: feed connections that SUBSCRIBE (through redis-cli and raw RESP),
-// `ws` clients whose messages go upstream, and servers started with config keys that a branch
-// may not parse yet.
+// and `ws` clients whose messages go upstream.
 //
-// Like harness.mjs, every wait is bounded and every spawned process is killed when the test
-// process exits.
+// Like harness.mjs, every wait is bounded, and every spawned process is registered with its
+// track(), so it is killed when the test process exits.
 
 import { spawn } from 'node:child_process';
 import assert from 'node:assert/strict';
 import WebSocket from 'ws';
-import { feedConnect, resp, withTimeout } from './harness.mjs';
-
-const live = new Set();
-process.on('exit', () => {
-  for (const p of live) {
-    try {
-      p.kill('SIGKILL');
-    } catch {
-      // already gone
-    }
-  }
-});
+import { feedConnect, resp, track, withTimeout } from './harness.mjs';
 
 /**
  * Runs `redis-cli -s sock SUBSCRIBE channels...` and collects its output lines. redis-cli prints
@@ -32,8 +20,7 @@ export function redisSubscribe(sock, channels) {
   const proc = spawn('redis-cli', ['-s', sock, 'SUBSCRIBE', ...channels], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
-  live.add(proc);
-  proc.once('exit', () => live.delete(proc));
+  track(proc);
   let out = '';
   let err = '';
   proc.stdout.setEncoding('utf8');
